@@ -1,0 +1,307 @@
+"""The `job.yaml` manifest: Racetrack's schema, validated with every error reported at once.
+
+Errors name the field and the offending value, e.g.
+``resources.memory_max: 'lots' is not a quantity like 512Mi``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+JOB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+# semver.org's official pattern: MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]
+SEMVER_RE = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MEMORY_RE = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+CPU_RE = re.compile(r"^\d+(\.\d+)?m?$")
+DEBIAN_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+JOB_TYPES = ("python3", "docker-http", "docker-proxy", "golang")
+MAX_MANIFEST_BYTES = 256 * 1024
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be used; `errors` holds one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _relative_path(value: str) -> str:
+    """A path inside the job's directory: relative, no `..`, no NUL."""
+    if "\0" in value or value.startswith("/") or ".." in value.split("/") or not value.strip():
+        raise ValueError("is not a relative path inside the repository")
+    return value
+
+
+class GitSection(_Strict):
+    remote: str | None = None
+    branch: str | None = None
+    directory: str = "."
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        return _relative_path(value)
+
+
+class Resources(_Strict):
+    memory_min: str | None = None
+    memory_max: str | None = None
+    cpu_min: str | None = None
+    cpu_max: str | None = None
+
+    @field_validator("memory_min", "memory_max", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not MEMORY_RE.match(str(value)):
+            raise ValueError("is not a quantity like 512Mi")
+        return str(value)
+
+    @field_validator("cpu_min", "cpu_max", mode="before")
+    @classmethod
+    def _cpu(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not CPU_RE.match(str(value)):
+            raise ValueError("is not a CPU quantity like 500m or 2")
+        return str(value)
+
+
+class Python3Extra(_Strict):
+    """`jobtype_extra` of the python3 job type (Racetrack's convention)."""
+
+    entrypoint_path: str
+    entrypoint_class: str | None = None
+    requirements_path: str | None = None
+    python_version: str | None = None
+    check_requirements: bool = True
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_concurrency_queue: int | None = Field(default=None, ge=0)
+    home_page: str = "/docs"
+
+    @field_validator("entrypoint_path", "requirements_path")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_path(value)
+
+    @field_validator("entrypoint_class")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not value.isidentifier():
+            raise ValueError("is not a Python class name")
+        return value
+
+
+# Job types whose `jobtype_extra` is validated here; the others get theirs with their buildpacks.
+EXTRA_MODELS: dict[str, type[BaseModel]] = {"python3": Python3Extra}
+
+
+def _env_mapping(value: Any) -> Any:
+    """Environment values may be written as YAML scalars; they become strings."""
+    if not isinstance(value, dict):
+        return value
+    result: dict[Any, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        elif isinstance(item, int | float):
+            item = str(item)
+        result[key] = item
+    return result
+
+
+def _check_env_names(value: dict[str, str]) -> dict[str, str]:
+    bad = [name for name in value if not ENV_NAME_RE.match(name)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not an environment variable name")
+    return value
+
+
+class Manifest(_Strict):
+    name: str
+    jobtype: str
+    owner_email: str
+    version: str = "0.0.1"
+    git: GitSection | None = None
+    extends: str | None = None
+    jobtype_extra: dict[str, Any] = Field(default_factory=dict)
+    build_env: dict[str, str] = Field(default_factory=dict)
+    runtime_env: dict[str, str] = Field(default_factory=dict)
+    secret_build_env_file: str | None = None
+    secret_runtime_env_file: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    public_endpoints: list[str] = Field(default_factory=list)
+    replicas: int = Field(default=1, ge=1, le=64)
+    resources: Resources | None = None
+    system_dependencies: list[str] = Field(default_factory=list)
+    infrastructure_target: str | None = None
+    image_type: Literal["docker", "kubernetes", "local"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not JOB_NAME_RE.match(value):
+            raise ValueError("is not a job name (lowercase letters, digits and '-', 1-63 chars)")
+        return value
+
+    @field_validator("jobtype")
+    @classmethod
+    def _jobtype(cls, value: str) -> str:
+        base = value.split(":", 1)[0]
+        if base not in JOB_TYPES:
+            raise ValueError(f"is not a job type (known: {', '.join(JOB_TYPES)})")
+        return value
+
+    @field_validator("owner_email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not EMAIL_RE.match(value):
+            raise ValueError("is not an email address")
+        return value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not SEMVER_RE.match(value):
+            raise ValueError("is not a semantic version like 1.2.3")
+        return value
+
+    @field_validator("build_env", "runtime_env", mode="before")
+    @classmethod
+    def _env_scalars(cls, value: Any) -> Any:
+        return _env_mapping(value)
+
+    @field_validator("build_env", "runtime_env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_env_names(value)
+
+    @field_validator("extends", "secret_build_env_file", "secret_runtime_env_file")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_path(value)
+
+    @field_validator("public_endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            if not endpoint.startswith("/") or "\0" in endpoint or ".." in endpoint.split("/"):
+                raise ValueError(f"{endpoint!r} is not a path starting with '/'")
+        return value
+
+    @field_validator("system_dependencies")
+    @classmethod
+    def _packages(cls, value: list[str]) -> list[str]:
+        for package in value:
+            if not DEBIAN_PACKAGE_RE.match(package):
+                raise ValueError(f"{package!r} is not a Debian package name")
+        return value
+
+    @property
+    def jobtype_base(self) -> str:
+        """`python3` for `python3:2.4.0`: Racetrack manifests pin a job type version."""
+        return self.jobtype.split(":", 1)[0]
+
+    def extra(self) -> BaseModel | None:
+        """`jobtype_extra` parsed by its job type's model (already validated by `parse`)."""
+        model = EXTRA_MODELS.get(self.jobtype_base)
+        return None if model is None else model.model_validate(self.jobtype_extra)
+
+    @property
+    def python3(self) -> Python3Extra:
+        extra = self.extra()
+        if not isinstance(extra, Python3Extra):
+            raise ManifestError([f"jobtype: {self.jobtype!r} is not python3"])
+        return extra
+
+
+def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
+    """One readable line per pydantic error: `field.path: 'value' reason`."""
+    loc = ".".join(str(part) for part in (*prefix, *error["loc"])) or "job.yaml"
+    kind = error["type"]
+    if kind == "missing":
+        return f"{loc}: required field is missing"
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown field"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    else:
+        message = message[0].lower() + message[1:]
+    return f"{loc}: {error['input']!r} {message}"
+
+
+def parse_manifest(data: Any, *, expected_name: str | None = None) -> Manifest:
+    """Validate a decoded `job.yaml`, reporting every problem at once."""
+    if not isinstance(data, dict):
+        raise ManifestError([f"job.yaml must be a mapping of fields, not {type(data).__name__}"])
+    errors: list[str] = []
+    manifest: Manifest | None = None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(_describe(error) for error in exc.errors())
+
+    jobtype = data.get("jobtype")
+    extra_model = EXTRA_MODELS.get(str(jobtype).split(":", 1)[0]) if jobtype else None
+    extra = data.get("jobtype_extra", {})
+    if extra_model is not None and isinstance(extra, dict):
+        try:
+            extra_model.model_validate(extra)
+        except ValidationError as exc:
+            errors.extend(_describe(error, ("jobtype_extra",)) for error in exc.errors())
+
+    name = data.get("name")
+    if expected_name is not None and isinstance(name, str) and name != expected_name:
+        errors.append(
+            f"name: {name!r} does not match the repository {expected_name!r}"
+            f" (push to the repository named {name!r}, or set name: {expected_name})"
+        )
+    if errors:
+        raise ManifestError(errors)
+    assert manifest is not None
+    return manifest
+
+
+def decode_manifest(text: bytes | str, *, source: str = "job.yaml") -> Any:
+    """YAML text to Python data, with errors that say where the YAML broke."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            [f"{source}: {len(text)} bytes is larger than the limit of {MAX_MANIFEST_BYTES} bytes"]
+        )
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ManifestError([f"{source} is not valid YAML{where}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ManifestError([f"{source} is not valid YAML: {exc}"]) from None
+
+
+def merge_manifests(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`extends`: the job's own fields win; nested mappings are merged key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_manifests(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,204 @@
+"""The python3 buildpack's local target: an immutable directory per release.
+
+Layout of `<artifacts>/<job>/<version>-r<release>-<commit12>/`:
+  src/        the job's directory at that commit, precompiled
+  wrapper/    racetrack_job_wrapper, copied so the release never changes when the platform does
+  venv ->     a dependency venv shared by every release with the same requirements
+  artifact.json
+
+The dependency venv plays the part of Docker's cached dependency layer: it is keyed by the
+interpreter and the requirements file's content, built once, never modified afterwards, so a
+code-only change skips `pip install` entirely.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from buildpacks.build import BuildFailed, BuildRequest, DirectoryArtifact, Progress, run_logged
+from buildpacks.manifest import Python3Extra
+
+WRAPPER_PACKAGE = Path(__file__).parent / "racetrack_job_wrapper"
+COMPLETE_MARKER = ".racetrack-complete"
+
+
+class Python3Buildpack:
+    jobtype = "python3"
+
+    def __init__(self, artifacts_root: Path, cache_root: Path) -> None:
+        self._artifacts_root = artifacts_root
+        self._cache_root = cache_root / "python3"
+
+    def build_directory(self, request: BuildRequest) -> DirectoryArtifact:
+        extra = request.manifest.python3
+        progress = request.progress
+        _require_file(request.source_dir, extra.entrypoint_path, "jobtype_extra.entrypoint_path")
+        requirements = self._requirements(request.source_dir, extra, progress)
+        self._warn_python_version(extra, progress)
+
+        venv = self._dependency_venv(request.source_dir, requirements, extra, progress)
+        dest = (
+            self._artifacts_root
+            / request.job
+            / (f"{request.version}-r{request.release}-{request.commit[:12]}")
+        )
+        if dest.exists():  # left by a build that died half-way with this release number
+            remove_tree(dest)
+        dest.mkdir(parents=True)
+        progress("Copying the job's source")
+        shutil.copytree(
+            request.source_dir, dest / "src", symlinks=True, ignore=shutil.ignore_patterns(".git")
+        )
+        shutil.copytree(
+            WRAPPER_PACKAGE,
+            dest / "wrapper" / WRAPPER_PACKAGE.name,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        (dest / "venv").symlink_to(os.path.relpath(venv, dest))
+        self._precompile(dest, progress)
+
+        artifact = DirectoryArtifact(
+            path=dest,
+            command=("{artifact}/venv/bin/python", "-m", WRAPPER_PACKAGE.name),
+            cwd="{artifact}/src",
+            env={
+                "PYTHONPATH": "{artifact}/wrapper",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONNOUSERSITE": "1",
+                "JOB_DIR": "{artifact}/src",
+                "ENTRYPOINT_PATH": extra.entrypoint_path,
+                "ENTRYPOINT_CLASS": extra.entrypoint_class or "",
+            },
+        )
+        (dest / "artifact.json").write_text(json.dumps(artifact.to_record(), indent=2) + "\n")
+        make_read_only(dest)
+        progress(f"Built {dest.name}")
+        return artifact
+
+    def _requirements(self, source: Path, extra: Python3Extra, progress: Progress) -> Path | None:
+        if extra.requirements_path is None:
+            if (source / "requirements.txt").is_file():
+                progress(
+                    "Note: requirements.txt is not installed because "
+                    "jobtype_extra.requirements_path is not set"
+                )
+            return None
+        return _require_file(source, extra.requirements_path, "jobtype_extra.requirements_path")
+
+    def _warn_python_version(self, extra: Python3Extra, progress: Progress) -> None:
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        wanted = extra.python_version
+        if wanted and not (wanted == running or wanted.startswith(running + ".")):
+            progress(
+                f"Warning: jobtype_extra.python_version is {wanted}; "
+                f"the local runtime runs Python {running}"
+            )
+
+    def _dependency_venv(
+        self, source: Path, requirements: Path | None, extra: Python3Extra, progress: Progress
+    ) -> Path:
+        fingerprint = hashlib.sha256()
+        fingerprint.update(sys.version.encode())
+        fingerprint.update(os.path.realpath(sys.executable).encode())
+        fingerprint.update(requirements.read_bytes() if requirements else b"")
+        fingerprint.update(b"check" if extra.check_requirements else b"")
+        venv = self._cache_root / f"venv-{fingerprint.hexdigest()[:24]}"
+        self._cache_root.mkdir(parents=True, exist_ok=True)
+        with _file_lock(venv.with_suffix(".lock")):
+            if (venv / COMPLETE_MARKER).exists():
+                progress("Dependencies unchanged: reusing the cached environment")
+                return venv
+            if venv.exists():
+                remove_tree(venv)
+            progress("Creating the job's virtual environment")
+            run_logged(
+                [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                progress,
+                what="creating the virtual environment",
+            )
+            if requirements is not None:
+                pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
+                progress(f"Installing {requirements.relative_to(source)}")
+                run_logged(
+                    [
+                        *pip,
+                        "install",
+                        "--no-input",
+                        "--disable-pip-version-check",
+                        "--progress-bar",
+                        "off",
+                        "-r",
+                        str(requirements),
+                    ],
+                    progress,
+                    what="pip install",
+                    cwd=source,
+                )
+                if extra.check_requirements:
+                    run_logged([*pip, "check"], progress, what="pip check")
+            (venv / COMPLETE_MARKER).touch()
+            make_read_only(venv)
+        return venv
+
+    def _precompile(self, dest: Path, progress: Progress) -> None:
+        """Write bytecode now, so that nothing is ever written into the artifact at run time."""
+        try:
+            run_logged(
+                [
+                    str(dest / "venv" / "bin" / "python"),
+                    "-m",
+                    "compileall",
+                    "-q",
+                    str(dest / "src"),
+                    str(dest / "wrapper"),
+                ],
+                progress,
+                what="compiling",
+            )
+        except BuildFailed:
+            progress("Warning: some Python files do not compile (see above)")
+
+
+def _require_file(root: Path, relative: str, field: str) -> Path:
+    path = root / relative
+    if not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
+        raise BuildFailed(f"{field}: {relative!r} is not a file in the job's directory")
+    return path
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def make_read_only(root: Path) -> None:
+    """Drop write permission everywhere below `root` (symlinks are left alone)."""
+    for directory, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                mode = path.stat().st_mode
+                path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        Path(directory).chmod(0o555)
+
+
+def remove_tree(root: Path) -> None:
+    """Delete a (possibly read-only) tree."""
+    for directory, _dirnames, _filenames in os.walk(root):
+        if not Path(directory).is_symlink():
+            Path(directory).chmod(0o755)
+    shutil.rmtree(root)

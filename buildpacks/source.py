@@ -1,0 +1,94 @@
+"""Finding and reading a job's manifest in a checked-out commit.
+
+The manifest is the root `job.yaml`, or in a monorepo the one `job.yaml` whose `name` is the
+job's; the directory holding it is the job's directory, which the build uses as its context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from buildpacks.manifest import (
+    Manifest,
+    ManifestError,
+    decode_manifest,
+    merge_manifests,
+    parse_manifest,
+)
+
+MANIFEST_NAME = "job.yaml"
+MAX_EXTENDS_DEPTH = 5
+
+
+@dataclass(frozen=True)
+class JobSource:
+    """A job's manifest and the directory it describes, inside a checkout."""
+
+    manifest: Manifest
+    job_dir: Path
+    manifest_path: Path
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _read_data(root: Path, path: Path, depth: int = 0) -> dict[str, Any]:
+    relative = path.relative_to(root).as_posix()
+    data = decode_manifest(path.read_bytes(), source=relative)
+    if not isinstance(data, dict):
+        raise ManifestError([f"{relative} must be a mapping of fields, not {type(data).__name__}"])
+    base_ref = data.get("extends")
+    if not isinstance(base_ref, str):
+        return data
+    if depth >= MAX_EXTENDS_DEPTH:
+        raise ManifestError([f"extends: {base_ref!r} nests deeper than {MAX_EXTENDS_DEPTH} levels"])
+    base_path = path.parent / base_ref
+    if "\0" in base_ref or not _inside(root, base_path):
+        raise ManifestError([f"extends: {base_ref!r} is not a relative path inside the repository"])
+    if not base_path.is_file():
+        raise ManifestError([f"extends: {base_ref!r} does not exist in this commit"])
+    base = _read_data(root, base_path, depth + 1)
+    base.pop("extends", None)
+    return merge_manifests(base, data)
+
+
+def _manifest_name(path: Path) -> str | None:
+    try:
+        data = decode_manifest(path.read_bytes())
+    except (ManifestError, OSError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def find_manifest(root: Path, job: str) -> Path:
+    """The root `job.yaml`, else the single `job.yaml` below the root whose name is `job`."""
+    top = root / MANIFEST_NAME
+    if top.is_file():
+        return top
+    candidates = sorted(p for p in root.rglob(MANIFEST_NAME) if p.is_file() and _inside(root, p))
+    matching = [p for p in candidates if _manifest_name(p) == job]
+    if len(matching) == 1:
+        return matching[0]
+    found = ", ".join(f"{p.relative_to(root).as_posix()}" for p in candidates) or "none"
+    if not matching:
+        message = f"no {MANIFEST_NAME} with name {job!r} in this commit (found: {found})"
+        raise ManifestError([message])
+    raise ManifestError([f"several {MANIFEST_NAME} files name the job {job!r}: {found}"])
+
+
+def load_job_source(root: Path, job: str) -> JobSource:
+    """Find, read, merge (`extends`) and validate the job's manifest in a checkout."""
+    path = find_manifest(root, job)
+    manifest = parse_manifest(_read_data(root, path), expected_name=job)
+    job_dir = path.parent
+    if manifest.git is not None and manifest.git.directory not in (".", ""):
+        job_dir = root / manifest.git.directory
+        if not _inside(root, job_dir) or not job_dir.is_dir():
+            raise ManifestError(
+                [f"git.directory: {manifest.git.directory!r} is not a directory in this commit"]
+            )
+    return JobSource(manifest=manifest, job_dir=job_dir, manifest_path=path)

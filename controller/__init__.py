@@ -1,0 +1,1 @@
+"""The controller: store, releases, deployer, runtimes, admin commands, API and CLI."""

@@ -1,0 +1,107 @@
+"""The `racetrack` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from controller.accounts import BadPublicKey
+from controller.platform import Platform, Settings, StartupError
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="racetrack", description="git push your code, get a routed HTTP service"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run every component in one process")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".racetrack-data"),
+        help="where the database, repos, artifacts and logs live",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--ssh-port", type=_port, default=2222, help="git push and commands")
+    serve.add_argument("--router-port", type=_port, default=7105, help="job calls (/pub/job/...)")
+    serve.add_argument("--api-port", type=_port, default=7102, help="controller API")
+    serve.add_argument(
+        "--runtime",
+        choices=("local", "docker", "kubernetes"),
+        default="local",
+        help="where job instances run",
+    )
+    serve.add_argument(
+        "--admin-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an OpenSSH public key to register as an admin (repeatable)",
+    )
+    serve.add_argument("--public-url", help="base URL of the router in printed job URLs")
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="let anyone call jobs without a token (local experiments only)",
+    )
+    serve.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=180.0,
+        help="seconds a new instance may take to become ready",
+    )
+    serve.add_argument(
+        "--stop-grace",
+        type=float,
+        default=10.0,
+        help="seconds between SIGTERM and SIGKILL when stopping an instance",
+    )
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    settings = Settings(
+        data_dir=args.data_dir,
+        host=args.host,
+        ssh_port=args.ssh_port,
+        router_port=args.router_port,
+        api_port=args.api_port,
+        runtime=args.runtime,
+        admin_keys=tuple(args.admin_key),
+        public_url=args.public_url,
+        auth=not args.no_auth,
+        ready_timeout=args.ready_timeout,
+        stop_grace=args.stop_grace,
+    )
+    try:
+        asyncio.run(Platform(settings).run(lambda banner: print(banner, flush=True)))
+    except (StartupError, BadPublicKey) as exc:
+        print(f"racetrack: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""What `jobs:list` and `GET /api/v1/jobs` show: one row per job version."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from controller.deployer import Deployer
+from controller.store import Release, ReleaseStatus, Store
+from router.versions import SemVer
+
+
+@dataclass(frozen=True)
+class JobRow:
+    name: str
+    version: str
+    status: str  # running, down, deploying, failed
+    release: str
+    url: str | None
+    commit: str
+    deployed_by: str
+    updated_at: str
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _row(release: Release, status: str, url: str | None) -> JobRow:
+    return JobRow(
+        name=release.job,
+        version=release.version or "-",
+        status=status,
+        release=release.label,
+        url=url,
+        commit=release.commit_sha[:12],
+        deployed_by=release.deployed_by,
+        updated_at=release.finished_at or release.created_at,
+        error=release.error if status == "failed" else None,
+    )
+
+
+def list_jobs(store: Store, deployer: Deployer) -> list[JobRow]:
+    latest: dict[tuple[str, str | None], Release] = {}
+    serving: dict[tuple[str, str | None], Release] = {}
+    for release in store.releases():  # ordered by job, number
+        key = (release.job, release.version)
+        latest[key] = release
+        if release.status == ReleaseStatus.SERVING:
+            serving[key] = release
+
+    versioned_jobs = {job for job, version in latest if version is not None}
+    rows: list[JobRow] = []
+    for key, last in latest.items():
+        job, version = key
+        if version is None and job in versioned_jobs:
+            continue  # a push whose manifest never parsed; the job's versions say more
+        current = serving.get(key)
+        if current is not None and version is not None:
+            live = deployer.serving.get((job, version))
+            running = live is not None and live.release.id == current.id
+            url = deployer.job_url(job, version)
+            rows.append(_row(current, "running" if running else "down", url))
+        elif last.status == ReleaseStatus.DEPLOYING:
+            rows.append(_row(last, "deploying", None))
+        else:
+            rows.append(_row(last, "failed", None))
+
+    def order(row: JobRow) -> tuple[str, Any]:
+        parsed = SemVer.parse(row.version)
+        return (row.name, parsed or SemVer(-1, 0, 0))
+
+    rows.sort(key=order)
+    return rows

@@ -1,0 +1,183 @@
+"""`racetrack serve`: every component in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from aiohttp import web
+
+from buildpacks.build import Buildpack
+from buildpacks.python3 import Python3Buildpack
+from controller.accounts import Accounts
+from controller.api import make_api_app
+from controller.authorization import CallAuthorizer
+from controller.deployer import Deployer, DeploySettings
+from controller.runtimes.local import LocalRuntime
+from controller.services import Services
+from controller.ssh_operations import SshOperations
+from controller.store import Store
+from controller.tokens import TokenMinter
+from gitreceiver.repos import RepoStore
+from gitreceiver.server import GitReceiver, load_or_create_host_key
+from router.proxy import Router
+
+log = logging.getLogger("racetrack")
+T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """The platform cannot start; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    ssh_port: int = 2222
+    router_port: int = 7105
+    api_port: int = 7102
+    runtime: str = "local"
+    admin_keys: tuple[Path, ...] = ()
+    public_url: str | None = None
+    auth: bool = True
+    ready_timeout: float = 180.0
+    stop_grace: float = 10.0
+
+
+def _os_reason(exc: OSError) -> str:
+    """`Address already in use`, not asyncio's wrapped repetition of the address."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+async def _listen(starting: Awaitable[T], host: str, port: int, what: str) -> T:
+    """Await a server's start; a bind failure becomes a one-line StartupError."""
+    try:
+        return await starting
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port} ({what}): {_os_reason(exc)}") from None
+
+
+async def _serve_http(app: web.Application, host: str, port: int, what: str) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await _listen(site.start(), host, port, what)
+    except StartupError:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    _runners: list[web.AppRunner] = field(default_factory=list)
+    _receiver: GitReceiver | None = None
+    _deployer: Deployer | None = None
+    _store: Store | None = None
+    banner: str = ""
+
+    async def start(self) -> None:
+        settings = self.settings
+        if settings.runtime != "local":
+            raise StartupError(
+                f"--runtime {settings.runtime}: not available yet; this build runs --runtime local"
+            )
+        data = settings.data_dir.resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        self._store = store = Store(data / "racetrack.db")
+        accounts = Accounts(store, TokenMinter.load_or_create(data))
+        for key_path in settings.admin_keys:
+            user = accounts.register_admin_key(key_path)
+            if user is not None:
+                log.info("registered %s as admin user %r", key_path, user.name)
+
+        router = Router(CallAuthorizer(accounts) if settings.auth else None)
+        runner = await _serve_http(router.make_app(), settings.host, settings.router_port, "router")
+        self._runners.append(runner)
+        router_port = runner.addresses[0][1]
+        shown_host = _display_host(settings.host)
+        public_url = (settings.public_url or f"http://{shown_host}:{router_port}").rstrip("/")
+
+        repos = RepoStore(data / "repos")
+        buildpacks: dict[str, Buildpack] = {
+            "python3": Python3Buildpack(data / "artifacts", data / "buildcache")
+        }
+        self._deployer = deployer = Deployer(
+            store=store,
+            repos=repos,
+            buildpacks=buildpacks,
+            runtime=LocalRuntime(data, shutdown_grace=settings.stop_grace),
+            publish=router.publish,
+            settings=DeploySettings(
+                public_url=public_url,
+                work_dir=data / "work",
+                ready_timeout=settings.ready_timeout,
+                stop_grace=settings.stop_grace,
+            ),
+        )
+        services = Services(store, accounts, deployer, auth_required=settings.auth)
+        host_key = load_or_create_host_key(data)
+        self._receiver = GitReceiver(SshOperations(services), repos, host_key)
+        ssh_port = await _listen(
+            self._receiver.start(settings.host, settings.ssh_port),
+            settings.host,
+            settings.ssh_port,
+            "ssh",
+        )
+        services.ssh_url = f"ssh://git@{shown_host}:{ssh_port}"
+        runner = await _serve_http(make_api_app(services), settings.host, settings.api_port, "api")
+        self._runners.append(runner)
+        api_port = runner.addresses[0][1]
+
+        await deployer.restore()
+        fingerprint = host_key.get_fingerprint("sha256")
+        self.banner = "\n".join(
+            [
+                f"Racetrack is serving from {data}",
+                f"  push:      git remote add racetrack {services.ssh_url}/<job>"
+                " && git push racetrack main",
+                f"  commands:  ssh -p {ssh_port} git@{shown_host} help",
+                f"  jobs:      {public_url}/pub/job/<job>/<version>/",
+                f"  api:       http://{shown_host}:{api_port}/api/v1/jobs",
+                f"  host key:  {fingerprint}",
+                f"  auth:      {'X-Racetrack-Auth token required' if settings.auth else 'off'}",
+            ]
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, stop every job instance, close the store."""
+        if self._receiver is not None:
+            await self._receiver.stop()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self._deployer is not None:
+            await self._deployer.shutdown()
+        if self._store is not None:
+            self._store.close()
+
+    async def run(self, on_ready: Callable[[str], None]) -> None:
+        """Start, report, and serve until SIGTERM or SIGINT; then shut down cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await self.start()
+            on_ready(self.banner)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await self.stop()

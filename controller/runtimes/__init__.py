@@ -1,0 +1,1 @@
+"""Runtimes start and stop a release's instances: local processes, Docker, Kubernetes."""

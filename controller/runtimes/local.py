@@ -1,0 +1,185 @@
+"""The local runtime: each instance is a child process on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from buildpacks.build import DirectoryArtifact
+from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec
+
+log = logging.getLogger("racetrack.runtime.local")
+
+# Only these are passed through from the platform's environment: a job must not inherit the
+# platform's secrets by accident.
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        with path.open("rb") as handle:
+            tail = deque(handle, maxlen=lines)
+    except OSError:
+        return ""
+    return " | ".join(line.decode("utf-8", "replace").rstrip() for line in tail if line.strip())
+
+
+@dataclass(eq=False)  # identity semantics: instances live in a set
+class LocalInstance:
+    name: str
+    host: str
+    port: int
+    log_path: Path
+    process: asyncio.subprocess.Process
+    stopping: bool = field(default=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process.returncode is None
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(
+        self, data_dir: Path, host: str = "127.0.0.1", shutdown_grace: float = 10.0
+    ) -> None:
+        self._logs = data_dir / "logs"
+        self._homes = data_dir / "instances"
+        self._host = host
+        self._shutdown_grace = shutdown_grace
+        self._instances: set[LocalInstance] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _probe_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=PROBE_TIMEOUT)
+        return self._session
+
+    async def start(self, spec: InstanceSpec) -> LocalInstance:
+        artifact = DirectoryArtifact.from_record(spec.artifact)
+        port = free_port(self._host)
+        log_path = self._logs / spec.job / f"{spec.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        home = self._homes / spec.name
+        home.mkdir(parents=True, exist_ok=True)
+        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env.update({k: artifact.expand(v) for k, v in artifact.env.items()})
+        env.update(spec.env)
+        env.update(
+            {
+                "HOME": str(home),
+                "PORT": str(port),
+                "LISTEN_HOST": self._host,
+                "RACETRACK_SHUTDOWN_GRACE": str(self._shutdown_grace),
+            }
+        )
+        with log_path.open("ab") as log_file:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log_file.write(f"--- {stamp} starting {spec.name} on port {port}\n".encode())
+            log_file.flush()
+            process = await asyncio.create_subprocess_exec(
+                *(artifact.expand(part) for part in artifact.command),
+                cwd=artifact.expand(artifact.cwd),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() signals the whole job
+            )
+        instance = LocalInstance(spec.name, self._host, port, log_path, process)
+        self._instances.add(instance)
+        log.info("started %s (pid %d, port %d)", spec.name, process.pid, port)
+        return instance
+
+    async def wait_ready(self, instance: Instance, timeout: float) -> None:
+        assert isinstance(instance, LocalInstance)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        interval = 0.02
+        session = self._probe_session()
+        exited = asyncio.ensure_future(instance.process.wait())
+        try:
+            while True:
+                if exited.done():
+                    raise InstanceFailed(
+                        f"{instance.name} exited with status {instance.process.returncode}"
+                        f" before it was ready: {log_tail(instance.log_path)}"
+                    )
+                if await self._probe(session, instance):
+                    return
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise InstanceFailed(
+                        f"{instance.name} was not ready within {timeout:.0f}s:"
+                        f" {log_tail(instance.log_path)}"
+                    )
+                # Wake on whichever comes first: the process exiting or the next probe.
+                await asyncio.wait([exited], timeout=min(interval, remaining))
+                interval = min(interval * 1.5, 0.5)
+        finally:
+            if not exited.done():
+                exited.cancel()
+
+    async def _probe(self, session: aiohttp.ClientSession, instance: LocalInstance) -> bool:
+        """True when /ready is 200; raises InstanceFailed when /live reports a failed start."""
+        try:
+            async with session.get(instance.url + "/live") as live:
+                if live.status == 500:
+                    reason = await _error_text(live)
+                    raise InstanceFailed(f"{instance.name} failed to start: {reason}")
+            async with session.get(instance.url + "/ready") as ready:
+                return ready.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False  # not listening yet
+
+    async def stop(self, instance: Instance, grace: float) -> None:
+        assert isinstance(instance, LocalInstance)
+        instance.stopping = True
+        process = instance.process
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                log.warning("%s ignored SIGTERM for %.0fs: SIGKILL", instance.name, grace)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        self._instances.discard(instance)
+        log.info("stopped %s (status %s)", instance.name, process.returncode)
+
+    async def close(self, grace: float) -> None:
+        await asyncio.gather(*(self.stop(instance, grace) for instance in list(self._instances)))
+        if self._session is not None:
+            await self._session.close()
+
+
+async def _error_text(response: aiohttp.ClientResponse) -> str:
+    try:
+        body = await response.json(content_type=None)
+        return str(body.get("error") or body)
+    except (ValueError, aiohttp.ClientError):
+        return (await response.text())[:500]

@@ -1,0 +1,18 @@
+"""The controller's parts, handed to commands and the API as one object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.accounts import Accounts
+from controller.deployer import Deployer
+from controller.store import Store
+
+
+@dataclass
+class Services:
+    store: Store
+    accounts: Accounts
+    deployer: Deployer
+    auth_required: bool
+    ssh_url: str = ""  # ssh://git@HOST:PORT, known once the SSH server has bound its port

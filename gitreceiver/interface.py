@@ -1,0 +1,54 @@
+"""What the receiver needs from the platform, injected by the controller.
+
+The receiver knows SSH and git; deciding who a key belongs to, deploying a commit and running
+an admin command are the controller's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class DeployRejected(Exception):
+    """A deploy failed; the message (one line) becomes the reason the push was refused."""
+
+
+class Identity(Protocol):
+    """Whoever a public key belongs to."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class CommandIO(Protocol):
+    """The SSH channel as an admin command sees it."""
+
+    def out(self, text: str) -> None: ...
+
+    def err(self, text: str) -> None: ...
+
+    async def read_input(self, limit: int) -> bytes:
+        """All of stdin, refusing more than `limit` bytes."""
+        ...
+
+    async def drain(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+class Operations(Protocol):
+    def identify(self, public_key: str, fingerprint: str) -> Identity | None:
+        """The identity owning this OpenSSH public key, or None to refuse it."""
+        ...
+
+    async def deploy(
+        self, identity: Identity, job: str, commit: str, progress: Callable[[str], None]
+    ) -> None:
+        """Deploy `commit` of `job` before the branch moves; raise DeployRejected to refuse."""
+        ...
+
+    async def run_command(self, identity: Identity, argv: list[str], io: CommandIO) -> int:
+        """Run an admin command; return its exit status."""
+        ...

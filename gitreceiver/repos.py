@@ -1,0 +1,94 @@
+"""Bare repositories, one per job, and exporting a commit's files for a build."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+
+from gitreceiver.commands import JOB_NAME_RE
+
+DEFAULT_BRANCH = b"main"
+
+
+class RepoStore:
+    """`<root>/<job>.git`, created on the first push with HEAD pointing at main."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, job: str) -> Path:
+        if not JOB_NAME_RE.match(job):
+            raise ValueError(f"{job!r} is not a job name")
+        return self.root / f"{job}.git"
+
+    def exists(self, job: str) -> bool:
+        return (self.path(job) / "HEAD").is_file()
+
+    def open(self, job: str) -> Repo:
+        return Repo(str(self.path(job)))
+
+    def ensure(self, job: str) -> Repo:
+        if self.exists(job):
+            return self.open(job)
+        return Repo.init_bare(str(self.path(job)), mkdir=True, default_branch=DEFAULT_BRANCH)
+
+    def export(self, job: str, commit: str, dest: Path) -> list[str]:
+        """Write the files of `commit` into `dest`; return warnings about what was skipped.
+
+        Symlinks are kept only when they stay inside the tree: a link to `/etc/passwd` must not
+        pull a host file into a build. Submodules (gitlinks) are not fetched.
+        """
+        with self.open(job) as repo:
+            obj = repo[commit.encode()]
+            if not isinstance(obj, Commit):
+                raise ValueError(f"{commit} is not a commit")
+            warnings: list[str] = []
+            _export_tree(repo, obj.tree, dest, "", warnings)
+        _drop_escaping_symlinks(dest, warnings)
+        return warnings
+
+
+def _export_tree(repo: Repo, tree_id: bytes, dest: Path, prefix: str, warnings: list[str]) -> None:
+    tree = repo[tree_id]
+    assert isinstance(tree, Tree)
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in tree.iteritems():
+        name = entry.path.decode("utf-8", "surrogateescape")
+        if name in ("", ".", "..", ".git") or "/" in name or "\0" in name:
+            warnings.append(f"skipped {prefix}{name!r}: not a safe file name")
+            continue
+        relative = prefix + name
+        target = dest / name
+        mode = entry.mode
+        if stat.S_ISDIR(mode):
+            _export_tree(repo, entry.sha, target, relative + "/", warnings)
+        elif mode == 0o160000:
+            warnings.append(f"skipped submodule {relative}: submodules are not fetched")
+        elif stat.S_ISLNK(mode):
+            blob = repo[entry.sha]
+            assert isinstance(blob, Blob)
+            os.symlink(blob.data.decode("utf-8", "surrogateescape"), target)
+        else:
+            blob = repo[entry.sha]
+            assert isinstance(blob, Blob)
+            target.write_bytes(blob.data)
+            target.chmod(0o755 if mode & 0o111 else 0o644)
+
+
+def _drop_escaping_symlinks(root: Path, warnings: list[str]) -> None:
+    """Remove links whose real target is outside `root` (checked after all links exist, so
+    that chains such as `d -> .` and `x -> d/..` are resolved as the kernel would)."""
+    real_root = root.resolve()
+    for directory, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(directory) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                link = os.readlink(path)
+                path.unlink()
+                where = path.relative_to(root)
+                warnings.append(f"skipped symlink {where} -> {link}: it points outside the repo")

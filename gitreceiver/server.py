@@ -1,0 +1,218 @@
+"""The SSH server: public-key authentication only, then git or an admin command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from dulwich.errors import GitProtocolError, HangupException
+
+from gitreceiver.channel import BlockingChannel, ChannelClosed
+from gitreceiver.commands import AdminCommand, CommandError, GitCommand, parse_exec_command
+from gitreceiver.git_service import run_git_service
+from gitreceiver.interface import Identity, Operations
+from gitreceiver.repos import RepoStore
+
+log = logging.getLogger("racetrack.gitreceiver")
+
+HOST_KEY_NAME = "ssh_host_ed25519_key"
+NO_SHELL_MESSAGE = (
+    "Racetrack has no interactive shell.\n"
+    "Push with git, or run a command: ssh -p PORT git@HOST help\n"
+)
+
+
+def load_or_create_host_key(data_dir: Path) -> asyncssh.SSHKey:
+    """The server's identity, generated on first start and kept so clients can trust it."""
+    path = data_dir / HOST_KEY_NAME
+    if path.exists():
+        return asyncssh.read_private_key(str(path))
+    key = asyncssh.generate_private_key("ssh-ed25519", comment="racetrack")
+    path.write_bytes(key.export_private_key())
+    path.chmod(0o600)
+    path.with_suffix(".pub").write_bytes(key.export_public_key())
+    return key
+
+
+class _Session(asyncssh.SSHServer):
+    """One SSH connection: remembers whose key authenticated it."""
+
+    def __init__(self, operations: Operations) -> None:
+        self._operations = operations
+        self.identity: Identity | None = None
+        self.peer = "?"
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        peer = conn.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # authentication is always required
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        public = key.export_public_key("openssh").decode("ascii").strip()
+        identity = self._operations.identify(public, key.get_fingerprint("sha256"))
+        if identity is None:
+            log.info("refused unknown key %s from %s", key.get_fingerprint("sha256"), self.peer)
+            return False
+        self.identity = identity
+        return True
+
+
+class _ProcessIO:
+    """An admin command's view of the SSH channel (implements interface.CommandIO)."""
+
+    def __init__(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        self._process = process
+
+    def out(self, text: str) -> None:
+        if not self.closed:
+            self._process.stdout.write(text.encode("utf-8", "replace"))
+
+    def err(self, text: str) -> None:
+        if not self.closed:
+            self._process.stderr.write(text.encode("utf-8", "replace"))
+
+    async def read_input(self, limit: int) -> bytes:
+        data = await self._process.stdin.read(limit + 1)
+        chunks = [data]
+        total = len(data)
+        while data and total <= limit:
+            data = await self._process.stdin.read(limit + 1 - total)
+            chunks.append(data)
+            total += len(data)
+        if total > limit:
+            raise ValueError(f"input is larger than {limit} bytes")
+        return b"".join(chunks)
+
+    async def drain(self) -> None:
+        if not self.closed:
+            await self._process.stdout.drain()
+
+    @property
+    def closed(self) -> bool:
+        return self._process.stdout.is_closing()
+
+
+class GitReceiver:
+    """Serves `ssh://git@HOST:PORT/<job>` and admin commands over SSH."""
+
+    def __init__(
+        self,
+        operations: Operations,
+        repos: RepoStore,
+        host_key: asyncssh.SSHKey,
+        *,
+        keepalive_interval: float = 15.0,
+        max_git_sessions: int = 64,
+    ) -> None:
+        self._operations = operations
+        self._repos = repos
+        self._host_key = host_key
+        self._keepalive_interval = keepalive_interval
+        self._executor = ThreadPoolExecutor(max_git_sessions, thread_name_prefix="git")
+        self._server: asyncssh.SSHAcceptor | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; return the bound port (useful when `port` is 0)."""
+        self._server = await asyncssh.create_server(
+            lambda: _Session(self._operations),
+            host,
+            port,
+            server_host_keys=[self._host_key],
+            process_factory=self._handle_process,
+            encoding=None,
+            allow_pty=False,
+            x11_forwarding=False,
+            agent_forwarding=False,
+            allow_scp=False,
+            keepalive_interval=self._keepalive_interval,
+            login_timeout=30,
+            server_version="Racetrack",
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _handle_process(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        session: Any = process.get_extra_info("connection").get_owner()
+        identity: Identity = session.identity
+        status = 1
+        try:
+            status = await self._run(process, identity, process.command)
+        except Exception:
+            log.exception("command %r of %s failed", process.command, identity.name)
+            _write_error(process, "internal error (see the server log)")
+        finally:
+            process.exit(status)
+
+    async def _run(
+        self, process: asyncssh.SSHServerProcess[bytes], identity: Identity, command: str | None
+    ) -> int:
+        if command is None:
+            _write_error(process, NO_SHELL_MESSAGE.rstrip("\n"))
+            return 1
+        try:
+            parsed = parse_exec_command(command)
+        except CommandError as exc:
+            _write_error(process, str(exc))
+            return 1
+        if isinstance(parsed, AdminCommand):
+            return await self._operations.run_command(
+                identity, list(parsed.argv), _ProcessIO(process)
+            )
+        return await self._serve_git(process, identity, parsed)
+
+    async def _serve_git(
+        self, process: asyncssh.SSHServerProcess[bytes], identity: Identity, command: GitCommand
+    ) -> int:
+        if command.service == "git-upload-pack" and not self._repos.exists(command.job):
+            _write_error(process, f"no repository for job {command.job!r}; push to create it")
+            return 1
+        loop = asyncio.get_running_loop()
+        repo = self._repos.ensure(command.job)
+        log.info("%s by %s on %s", command.service, identity.name, command.job)
+        try:
+            return await loop.run_in_executor(
+                self._executor,
+                lambda: run_git_service(
+                    command.service,
+                    repo,
+                    BlockingChannel(process, loop),
+                    job=command.job,
+                    identity=identity,
+                    operations=self._operations,
+                    loop=loop,
+                ),
+            )
+        except (ChannelClosed, HangupException):
+            log.info("%s of %s: the client went away", command.service, command.job)
+            return 1
+        except GitProtocolError as exc:
+            _write_error(process, f"git protocol error: {exc}")
+            return 1
+        finally:
+            repo.close()
+
+
+def _write_error(process: asyncssh.SSHServerProcess[bytes], message: str) -> None:
+    with contextlib.suppress(OSError):
+        process.stderr.write(f"racetrack: {message}\n".encode())

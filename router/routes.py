@@ -1,0 +1,66 @@
+"""Route snapshots: an immutable table from (job, version) to upstream instances.
+
+The controller builds a whole new snapshot for every change and hands it to the router, which
+swaps one reference. A request reads the reference once, so it sees one consistent table from
+start to end, and no lock is needed on the hot path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from router.versions import select_version
+
+ALWAYS_PUBLIC = frozenset({"/live", "/ready", "/health"})
+
+
+@dataclass(frozen=True)
+class JobRoute:
+    """Where one running job version answers."""
+
+    job: str
+    version: str
+    release: int
+    upstreams: tuple[str, ...]  # base URLs such as http://127.0.0.1:40123
+    public_endpoints: frozenset[str] = frozenset()
+    _next: itertools.count = field(default_factory=itertools.count, compare=False, repr=False)
+
+    def pick_upstream(self) -> str:
+        """Round-robin over the instances (itertools.count is atomic under the GIL)."""
+        return self.upstreams[next(self._next) % len(self.upstreams)]
+
+    def is_public(self, path: str) -> bool:
+        """Exact match: a public `/api/v1/perform` does not open `/api/v1/perform2`."""
+        normalized = path.rstrip("/") or "/"
+        return normalized in ALWAYS_PUBLIC or normalized in self.public_endpoints
+
+
+@dataclass(frozen=True)
+class RouteSnapshot:
+    """All routes at one moment; never mutated after construction."""
+
+    jobs: Mapping[str, Mapping[str, JobRoute]]
+    generation: int = 0
+
+    @classmethod
+    def build(cls, routes: Iterable[JobRoute], generation: int = 0) -> RouteSnapshot:
+        table: dict[str, dict[str, JobRoute]] = {}
+        for route in routes:
+            if not route.upstreams:
+                continue
+            table.setdefault(route.job, {})[route.version] = route
+        frozen = {job: MappingProxyType(versions) for job, versions in table.items()}
+        return cls(jobs=MappingProxyType(frozen), generation=generation)
+
+    def resolve(self, job: str, selector: str) -> JobRoute | None:
+        versions = self.jobs.get(job)
+        if not versions:
+            return None
+        version = select_version(selector, list(versions))
+        return None if version is None else versions[version]
+
+
+EMPTY_SNAPSHOT = RouteSnapshot.build([])

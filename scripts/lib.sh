@@ -1,0 +1,24 @@
+# Shared by scripts/serve, scripts/test and the benchmarks: create .venv and install the project
+# when pyproject.toml has changed since the last install. Source it; it sets $VENV.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RACETRACK_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+ensure_venv() {
+    local extras="${1:-}"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "racetrack: creating the virtualenv in $VENV" >&2
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.racetrack-installed${extras:+-$extras}"
+    local want
+    want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "racetrack: installing the project${extras:+ with [$extras]}" >&2
+        "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=23.1"
+        "$VENV/bin/python" -m pip install --quiet -e "$ROOT${extras:+[$extras]}"
+        echo "$want" > "$stamp"
+    fi
+}

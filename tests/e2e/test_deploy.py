@@ -1,0 +1,196 @@
+"""Push with the real git over the real OpenSSH client, call over real HTTP."""
+
+import shutil
+import subprocess
+
+from tests.harness import EXAMPLES, JobRepo, python_job
+
+
+def test_first_deploy_and_call(server, token, workdir):
+    source = workdir / "adder"
+    shutil.copytree(EXAMPLES / "adder", source)
+    repo = JobRepo(source, "adder")
+    repo.git("init", "-q", "-b", "main")
+    repo.commit({}, "adder")
+
+    pushed = server.push(repo)
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert "remote: Deploying adder at" in pushed.stderr
+    assert (
+        f"remote: Deployed adder 1.0.0 (r1): {server.router_url}/pub/job/adder/1.0.0/"
+        in pushed.stderr
+    )
+    for version in ("1.0.0", "latest", "1.x"):
+        assert server.call("adder", version, payload={"numbers": [40, 2]}, token=token) == (200, 42)
+    assert server.call("adder", "latest", "/health", token=token)[1]["job_version"] == "1.0.0"
+
+
+def test_progress_streams_before_the_ref_moves(server, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
+    pushed = server.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    lines = [line.strip() for line in pushed.stderr.splitlines() if line.startswith("remote:")]
+    assert lines[0].startswith(
+        f"remote: Deploying {job_name} at {repo.git('rev-parse', 'HEAD')[:12]}"
+    )
+    assert lines[-1].startswith(f"remote: Deployed {job_name} 1.0.0 (r1)")
+    # the ref moved only after the deploy: porcelain status comes after every remote: line
+    assert "refs/heads/main:refs/heads/main\t[new branch]" in pushed.stdout
+
+
+def test_second_version_runs_beside_the_first_and_latest_moves(server, token, workdir, job_name):
+    repo = JobRepo.create(
+        workdir / "job", job_name, python_job(job_name, "return 'one'", signature="")
+    )
+    assert server.push(repo).returncode == 0
+    repo.commit(python_job(job_name, "return 'two'", version="2.0.0", signature=""))
+    pushed = server.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+
+    assert server.call(job_name, "1.0.0", payload={}, token=token) == (200, "one")
+    assert server.call(job_name, "2.0.0", payload={}, token=token) == (200, "two")
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "two")
+    assert server.call(job_name, "1.x", payload={}, token=token) == (200, "one")
+
+    repo.commit(python_job(job_name, "return 'beta'", version="3.0.0-beta.1", signature=""))
+    assert server.push(repo).returncode == 0
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "two")
+    assert server.call(job_name, "3.0.0-beta.1", payload={}, token=token) == (200, "beta")
+    status, body = server.call(job_name, "4.x", payload={}, token=token)
+    assert status == 404
+    assert body["error"] == f"no running version '4.x' of job '{job_name}'"
+
+
+def test_redeploying_a_version_replaces_its_release(server, token, workdir, job_name):
+    repo = JobRepo.create(
+        workdir / "job", job_name, python_job(job_name, "return 'old'", signature="")
+    )
+    assert server.push(repo).returncode == 0
+    repo.commit(python_job(job_name, "return 'new'", signature=""))
+    pushed = server.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"Deployed {job_name} 1.0.0 (r2)" in pushed.stderr
+    assert server.call(job_name, "1.0.0", payload={}, token=token) == (200, "new")
+
+
+def test_failed_import_is_rejected_and_the_previous_release_keeps_answering(
+    server, token, workdir, job_name
+):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
+    good = repo.git("rev-parse", "HEAD").strip()
+    assert server.push(repo).returncode == 0
+    files = python_job(job_name)
+    files["entry.py"] = "import no_such_module_here\n" + files["entry.py"]
+    repo.commit(files, "broken import")
+
+    pushed = server.push(repo)
+
+    assert pushed.returncode != 0
+    reason = "ModuleNotFoundError: No module named 'no_such_module_here' (entry.py, line 1)"
+    assert f"[remote rejected] ({job_name}" not in pushed.stdout
+    assert reason in pushed.stdout  # the ng reason git prints for the ref
+    assert reason in pushed.stderr  # and the progress lines
+    assert server.remote_refs(job_name)["refs/heads/main"] == good, (
+        "the branch must still name what is deployed"
+    )
+    assert server.call(job_name, "1.0.0", payload={"numbers": [1, 2]}, token=token) == (200, 3)
+
+
+def test_failed_new_version_leaves_other_versions_alone(server, token, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
+    assert server.push(repo).returncode == 0
+    repo.commit({**python_job(job_name, version="2.0.0"), "entry.py": "raise SystemExit(3)\n"})
+    pushed = server.push(repo)
+    assert pushed.returncode != 0
+    assert "SystemExit: 3" in pushed.stderr
+    assert server.call(job_name, "latest", payload={"numbers": [2, 2]}, token=token) == (200, 4)
+
+
+def test_bad_manifest_is_rejected_naming_the_fields(server, workdir, job_name):
+    files = python_job(job_name)
+    files["job.yaml"] += "replicas: many\nresources:\n  memory_max: lots\n"
+    repo = JobRepo.create(workdir / "job", job_name, files)
+
+    pushed = server.push(repo)
+
+    assert pushed.returncode != 0
+    assert "remote:   resources.memory_max: 'lots' is not a quantity like 512Mi" in pushed.stderr
+    assert "remote:   replicas: 'many' " in pushed.stderr
+    assert "job.yaml is invalid" in pushed.stdout
+    assert server.remote_refs(job_name) == {}, "a refused push moves no ref"
+
+
+def test_manifest_naming_another_job_is_refused(server, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, python_job("someone-else"))
+    pushed = server.push(repo)
+    assert pushed.returncode != 0
+    assert f"name: 'someone-else' does not match the repository '{job_name}'" in pushed.stderr
+
+
+def test_missing_manifest_is_refused(server, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, {"README.md": "no manifest\n"})
+    pushed = server.push(repo)
+    assert pushed.returncode != 0
+    assert f"no job.yaml with name '{job_name}' in this commit (found: none)" in pushed.stderr
+
+
+def test_wrong_arguments_and_errors_have_the_documented_shape(server, token, workdir, job_name):
+    files = python_job(job_name, "return 10 / divisor", signature="divisor: float")
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    assert server.push(repo).returncode == 0
+
+    assert server.call(job_name, "latest", payload={"divisor": 4}, token=token) == (200, 2.5)
+    status, body = server.call(job_name, "latest", payload={"divisor": 1, "nope": 1}, token=token)
+    assert (status, body) == (
+        400,
+        {
+            "error": "wrong arguments for perform: got an unexpected keyword argument 'nope'",
+            "type": "TypeError",
+        },
+    )
+    status, body = server.call(job_name, "latest", payload={}, token=token)
+    assert status == 400 and "missing a required argument: 'divisor'" in body["error"]
+    status, body = server.call(job_name, "latest", payload=[1, 2], token=token)
+    assert status == 400 and "must be a JSON object" in body["error"]
+    status, body = server.call(job_name, "latest", payload={"divisor": 0}, token=token)
+    assert (status, body["type"]) == (500, "ZeroDivisionError")
+
+
+def test_other_branches_are_stored_not_deployed(server, token, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
+    repo.git("checkout", "-q", "-b", "feature")
+    pushed = server.push(repo, "feature")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "Branch 'feature' stored, not deployed: only main and master deploy." in pushed.stderr
+    assert "git push <remote> feature:main" in pushed.stderr
+    assert server.call(job_name, "latest", payload={"numbers": [1]}, token=token)[0] == 404
+    assert server.push(repo, "feature:main").returncode == 0
+    assert server.call(job_name, "latest", payload={"numbers": [1]}, token=token) == (200, 1)
+
+
+def test_pushed_code_can_be_fetched_back(server, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
+    assert server.push(repo).returncode == 0
+    clone = workdir / "clone"
+    subprocess.run(
+        ["git", "clone", "-q", server.remote(job_name), str(clone)],
+        env=server.git_env(), check=True, capture_output=True,
+    )  # fmt: skip
+    assert (clone / "entry.py").read_text() == (repo.path / "entry.py").read_text()
+
+
+def test_requirements_are_installed_into_the_release(server, token, workdir, job_name):
+    files = python_job(job_name, "import six; return six.__name__", signature="")
+    files["job.yaml"] += "  requirements_path: requirements.txt\n"
+    files["requirements.txt"] = "six\n"
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    pushed = server.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "Installing requirements.txt" in pushed.stderr
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "six")
+
+    repo.commit({"entry.py": files["entry.py"].replace("six.__name__", "'code only'")})
+    pushed = server.push(repo)
+    assert "Dependencies unchanged: reusing the cached environment" in pushed.stderr
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "code only")

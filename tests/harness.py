@@ -1,0 +1,265 @@
+"""Drive a real `racetrack serve` the way users do: OpenSSH, git and HTTP.
+
+Used by the end-to-end tests and by the benchmark scripts under scripts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO_ROOT / "examples"
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+START_TIMEOUT = 60.0
+
+
+def make_key(path: Path, comment: str = "tester@example") -> Path:
+    """An ed25519 key pair made by the real ssh-keygen; returns the private key's path."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+    )
+    return path
+
+
+@dataclass
+class Server:
+    """A `racetrack serve` process on free ports, with a client key registered as admin."""
+
+    workdir: Path
+    extra_args: tuple[str, ...] = ()
+    data_dir: Path = field(init=False)
+    key: Path = field(init=False)
+    ssh_port: int = 0
+    router_url: str = ""
+    api_url: str = ""
+    process: subprocess.Popen[str] | None = None
+    banner: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.key = self.workdir / "admin_key"
+        if not self.key.exists():
+            make_key(self.key, "admin@example")
+        self.known_hosts = self.workdir / "known_hosts"
+        self.log_path = self.workdir / "server.log"
+
+    def start(self) -> Server:
+        args = [
+            sys.executable, "-m", "controller.cli", "serve",
+            "--data-dir", str(self.data_dir),
+            "--ssh-port", "0", "--router-port", "0", "--api-port", "0",
+            "--admin-key", f"{self.key}.pub",
+            *self.extra_args,
+        ]  # fmt: skip
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=log, text=True, cwd=self.workdir
+        )
+        lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        stdout = self.process.stdout
+        assert stdout is not None
+
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT
+        self.banner = []
+        while not any(line.strip().startswith("auth:") for line in self.banner):
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(
+                    f"racetrack did not start: {self.log_path.read_text()}"
+                ) from None
+            if line is None:
+                raise RuntimeError(f"racetrack exited: {self.log_path.read_text()}")
+            self.banner.append(line.rstrip("\n"))
+        text = "\n".join(self.banner)
+        self.ssh_port = int(_search(r"ssh://git@[^:]+:(\d+)/", text))
+        self.router_url = _search(r"jobs:\s+(http://\S+?)/pub/job/", text)
+        self.api_url = _search(r"api:\s+(http://\S+?)/api/v1/jobs", text)
+        host_key = (self.data_dir / "ssh_host_ed25519_key.pub").read_text().split()
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {host_key[0]} {host_key[1]}\n")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    # SSH and git
+
+    def ssh_command(self, key: Path | None = None) -> list[str]:
+        return [
+            "ssh",
+            "-i", str(key or self.key),
+            "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "LogLevel=ERROR",
+        ]  # fmt: skip
+
+    def ssh(self, *command: str, key: Path | None = None, stdin: str | None = None) -> Any:
+        """Run an admin command; returns the CompletedProcess."""
+        return subprocess.run(
+            [*self.ssh_command(key), "-p", str(self.ssh_port), "git@127.0.0.1", *command],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=120,
+        )
+
+    def git_env(self, key: Path | None = None) -> dict[str, str]:
+        return {**os.environ, **GIT_IDENTITY, "GIT_SSH_COMMAND": " ".join(self.ssh_command(key))}
+
+    def remote(self, job: str) -> str:
+        return f"ssh://git@127.0.0.1:{self.ssh_port}/{job}"
+
+    def push(self, repo: JobRepo, refspec: str = "main", *, key: Path | None = None) -> Any:
+        return subprocess.run(
+            ["git", "push", "--porcelain", self.remote(repo.job), refspec],
+            cwd=repo.path,
+            env=self.git_env(key),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def remote_refs(self, job: str) -> dict[str, str]:
+        """`git ls-remote` of the job's repository: ref name → commit."""
+        listed = subprocess.run(
+            ["git", "ls-remote", self.remote(job)],
+            env=self.git_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return {ref: sha for sha, ref in (line.split("\t") for line in listed.stdout.splitlines())}
+
+    def token(self) -> str:
+        result = self.ssh("auth:token")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    # HTTP
+
+    def call(
+        self,
+        job: str,
+        version: str,
+        path: str = "/api/v1/perform",
+        payload: Any = None,
+        *,
+        token: str | None = None,
+        method: str | None = None,
+    ) -> tuple[int, Any]:
+        url = f"{self.router_url}/pub/job/{job}/{version}{path}"
+        return http_json(url, payload, token=token, method=method)
+
+
+def http_json(
+    url: str, payload: Any = None, *, token: str | None = None, method: str | None = None
+) -> tuple[int, Any]:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("X-Racetrack-Auth", token)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        try:
+            return error.code, json.loads(body)
+        except ValueError:
+            return error.code, body.decode(errors="replace")
+
+
+@dataclass
+class JobRepo:
+    """A git work tree holding one job, committed with the real git."""
+
+    path: Path
+    job: str
+
+    @classmethod
+    def create(cls, path: Path, job: str, files: dict[str, str]) -> JobRepo:
+        path.mkdir(parents=True)
+        repo = cls(path, job)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit(files, "initial")
+        return repo
+
+    def git(self, *args: str) -> str:
+        result = subprocess.run(
+            ["git", *args],
+            cwd=self.path,
+            env={**os.environ, **GIT_IDENTITY},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout
+
+    def commit(self, files: dict[str, str], message: str = "change") -> str:
+        for name, content in files.items():
+            target = self.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD").strip()
+
+
+def python_job(
+    name: str,
+    body: str = "return sum(numbers)",
+    *,
+    version: str = "1.0.0",
+    signature: str = "numbers: list[float]",
+    extra_manifest: str = "",
+) -> dict[str, str]:
+    """Files of a minimal python3 job whose perform() runs `body`."""
+    return {
+        "job.yaml": (
+            f"name: {name}\nowner_email: dev@example.com\njobtype: python3\n"
+            f"version: {version}\njobtype_extra:\n  entrypoint_path: entry.py\n{extra_manifest}"
+        ),
+        "entry.py": (
+            f"class JobEntrypoint:\n    def perform(self, {signature}):\n        {body}\n"
+        ),
+    }
+
+
+def _search(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"{pattern!r} not found in the banner:\n{text}")
+    return match.group(1)
