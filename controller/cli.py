@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger("dulwich").setLevel(logging.WARNING)
     settings = Settings(
         data_dir=args.data_dir,
         host=args.host,

@@ -85,6 +85,7 @@ class Deployer:
         self._generation = 0
         self.serving: dict[tuple[str, str], Serving] = {}
         self.deploying: dict[str, Release] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def job_url(self, job: str, version: str) -> str:
         return f"{self._settings.public_url}/pub/job/{job}/{version}/"
@@ -136,7 +137,7 @@ class Deployer:
             await asyncio.to_thread(shutil.rmtree, checkout, True)
         release = self._store.set_artifact(release, artifact)
         instances = await self._start(release, manifest, build_log)
-        await self._swap(Serving(release, manifest, instances))
+        self._swap(Serving(release, manifest, instances))
         build_log(
             f"Deployed {job} {manifest.version} ({release.label}): "
             f"{self.job_url(job, manifest.version)}"
@@ -224,8 +225,10 @@ class Deployer:
             return_exceptions=True,
         )
 
-    async def _swap(self, new: Serving) -> None:
-        """Route to the new release, then retire the instances it replaces."""
+    def _swap(self, new: Serving) -> None:
+        """Route to the new release, then retire the instances it replaces in the background:
+        the push is done once the router has swapped, and stopping old instances (which let
+        their in-flight calls finish) need not hold it up."""
         assert new.release.version is not None
         key = (new.release.job, new.release.version)
         old = self.serving.get(key)
@@ -233,7 +236,9 @@ class Deployer:
         self.publish()
         if old is not None:
             self._store.set_release_status(old.release, ReleaseStatus.SUPERSEDED)
-            await self._stop_all(old.instances)
+            task = asyncio.ensure_future(self._stop_all(old.instances))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     def publish(self) -> None:
         self._generation += 1
@@ -268,4 +273,5 @@ class Deployer:
     async def shutdown(self) -> None:
         self.serving.clear()
         self.publish()
+        await asyncio.gather(*self._retiring)
         await self._runtime.close(self._settings.stop_grace)

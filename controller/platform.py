@@ -150,6 +150,7 @@ class Platform:
                 f"  push:      git remote add racetrack {services.ssh_url}/<job>"
                 " && git push racetrack main",
                 f"  commands:  ssh -p {ssh_port} git@{shown_host} help",
+                f"  token:     ssh -p {ssh_port} git@{shown_host} auth:token",
                 f"  jobs:      {public_url}/pub/job/<job>/<version>/",
                 f"  api:       http://{shown_host}:{api_port}/api/v1/jobs",
                 f"  host key:  {fingerprint}",

@@ -17,7 +17,8 @@ ensure_venv() {
     want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "racetrack: installing the project${extras:+ with [$extras]}" >&2
-        "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=23.1"
+        # pip >= 22.3 for `pip --python`, which the python3 buildpack uses
+        "$VENV/bin/python" -m pip install --quiet "pip>=22.3"
         "$VENV/bin/python" -m pip install --quiet -e "$ROOT${extras:+[$extras]}"
         echo "$want" > "$stamp"
     fi

@@ -184,11 +184,18 @@ class Server:
 
 
 def http_json(
-    url: str, payload: Any = None, *, token: str | None = None, method: str | None = None
+    url: str,
+    payload: Any = None,
+    *,
+    token: str | None = None,
+    method: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
     request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     if token is not None:
         request.add_header("X-Racetrack-Auth", token)
     try:

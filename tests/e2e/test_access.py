@@ -1,6 +1,5 @@
 """Who gets in: SSH keys, API tokens, public endpoints, and names refused before the disk."""
 
-import json
 import subprocess
 
 import pytest
@@ -28,12 +27,9 @@ def test_call_with_a_wrong_token_is_refused(server, deployed):
 
 def test_token_from_auth_token_command_is_accepted_as_header_and_cookie(server, token, deployed):
     assert server.call(deployed, "latest", payload={"numbers": [1, 1]}, token=token) == (200, 2)
-    result = subprocess.run(
-        ["curl", "-s", "-X", "POST", "--cookie", f"X-Racetrack-Auth={token}",
-         "-d", '{"numbers": [3]}', f"{server.router_url}/pub/job/{deployed}/latest/api/v1/perform"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert json.loads(result.stdout) == 3
+    url = f"{server.router_url}/pub/job/{deployed}/latest/api/v1/perform"
+    cookie = {"Cookie": f"X-Racetrack-Auth={token}"}
+    assert http_json(url, {"numbers": [3]}, headers=cookie) == (200, 3)
 
 
 def test_probes_need_no_token(server, deployed):
