@@ -194,3 +194,50 @@ def test_requirements_are_installed_into_the_release(server, token, workdir, job
     pushed = server.push(repo)
     assert "Dependencies unchanged: reusing the cached environment" in pushed.stderr
     assert server.call(job_name, "latest", payload={}, token=token) == (200, "code only")
+
+
+def tree_state(root):
+    """Every path below root with its mode and content, to prove nothing changed."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            state[str(path.relative_to(root))] = ("link", str(path.readlink()))
+        elif path.is_file():
+            state[str(path.relative_to(root))] = (path.stat().st_mode, path.read_bytes())
+        else:
+            state[str(path.relative_to(root))] = (path.stat().st_mode, None)
+    return state
+
+
+def test_release_artifact_is_immutable(server, token, workdir, job_name):
+    files = python_job(job_name)
+    files["helper.py"] = "def double(x):\n    return 2 * x\n"
+    files["entry.py"] = (
+        "from helper import double\n\nclass JobEntrypoint:\n"
+        "    def perform(self, numbers):\n        return double(sum(numbers))\n"
+    )
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    commit = repo.git("rev-parse", "HEAD").strip()
+    assert server.push(repo).returncode == 0
+    artifact = server.data_dir / "artifacts" / job_name / f"1.0.0-r1-{commit[:12]}"
+    before = tree_state(artifact)
+    assert "src/__pycache__" in before, "bytecode is written at build time"
+    assert all(mode & 0o222 == 0 for mode, _ in before.values() if mode != "link")
+
+    assert server.call(job_name, "latest", payload={"numbers": [1, 2]}, token=token) == (200, 6)
+
+    assert tree_state(artifact) == before
+
+
+def test_slow_initialisation_deploys_fine(server, token, workdir, job_name):
+    """The wrapper answers /live while the class loads; the deploy waits for /ready."""
+    files = python_job(job_name)
+    files["entry.py"] = (
+        "import time\n\nclass JobEntrypoint:\n"
+        "    def __init__(self):\n        time.sleep(3)  # a model that takes a while to load\n"
+        "    def perform(self):\n        return 'loaded'\n"
+    )
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    pushed = server.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "loaded")
