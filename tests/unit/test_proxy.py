@@ -31,6 +31,23 @@ def route_to(upstream: str, version: str = "1.0.0", public: tuple[str, ...] = ()
     )
 
 
+@asynccontextmanager
+async def routed(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    *,
+    authorizer=None,
+    public: tuple[str, ...] = (),
+) -> AsyncIterator[str]:
+    """A router in front of an upstream answering every path with `handler`; yields the
+    router's URL for job `echo` 1.0.0 (`.../pub/job/echo`)."""
+    upstream = web.Application()
+    upstream.router.add_route("*", "/{tail:.*}", handler)
+    router = Router(authorizer=authorizer)
+    async with serving(upstream) as upstream_url, serving(router.make_app()) as router_url:
+        router.publish(route_to(upstream_url, public=public))
+        yield f"{router_url}/pub/job/echo"
+
+
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
@@ -43,18 +60,13 @@ def test_path_query_and_forwarded_headers_reach_the_upstream():
         return web.json_response({"ok": True}, headers={"X-From-Job": "yes"})
 
     async def scenario() -> None:
-        upstream = web.Application()
-        upstream.router.add_route("*", "/{tail:.*}", echo)
-        router = Router(authorizer=None)
-        async with serving(upstream) as upstream_url, serving(router.make_app()) as router_url:
-            router.publish(route_to(upstream_url))
-            async with aiohttp.ClientSession() as client:
-                response = await client.get(
-                    f"{router_url}/pub/job/echo/latest/api/v1/a%20b?x=1",
-                    headers={"X-Racetrack-Auth": "secret", "Cookie": "X-Racetrack-Auth=s; k=v"},
-                )
-                assert response.status == 200
-                assert response.headers["X-From-Job"] == "yes"
+        async with routed(echo) as job_url, aiohttp.ClientSession() as client:
+            response = await client.get(
+                f"{job_url}/latest/api/v1/a%20b?x=1",
+                headers={"X-Racetrack-Auth": "secret", "Cookie": "X-Racetrack-Auth=s; k=v"},
+            )
+            assert response.status == 200
+            assert response.headers["X-From-Job"] == "yes"
 
     run(scenario)
     assert seen["path"] == "/api/v1/a%20b?x=1"
@@ -79,18 +91,14 @@ def test_response_body_is_streamed_not_buffered():
         return response
 
     async def scenario() -> None:
-        upstream = web.Application()
-        upstream.router.add_get("/stream", slow)
-        router = Router(authorizer=None)
-        async with serving(upstream) as upstream_url, serving(router.make_app()) as router_url:
-            router.publish(route_to(upstream_url))
-            async with (
-                aiohttp.ClientSession() as client,
-                client.get(f"{router_url}/pub/job/echo/1.0.0/stream") as response,
-            ):
-                assert await response.content.readexactly(6) == b"first;"
-                release_second.set()
-                assert await response.content.read() == b"second"
+        async with (
+            routed(slow) as job_url,
+            aiohttp.ClientSession() as client,
+            client.get(f"{job_url}/1.0.0/stream") as response,
+        ):
+            assert await response.content.readexactly(6) == b"first;"
+            release_second.set()
+            assert await response.content.read() == b"second"
 
     run(scenario)
 
@@ -111,16 +119,12 @@ def test_request_body_is_streamed_not_buffered():
         yield b"second"
 
     async def scenario() -> None:
-        upstream = web.Application()
-        upstream.router.add_post("/upload", consume)
-        router = Router(authorizer=None)
-        async with serving(upstream) as upstream_url, serving(router.make_app()) as router_url:
-            router.publish(route_to(upstream_url))
-            async with (
-                aiohttp.ClientSession() as client,
-                client.post(f"{router_url}/pub/job/echo/1.0.0/upload", data=body()) as response,
-            ):
-                assert await response.json() == {"body": "first;second"}
+        async with (
+            routed(consume) as job_url,
+            aiohttp.ClientSession() as client,
+            client.post(f"{job_url}/1.0.0/upload", data=body()) as response,
+        ):
+            assert await response.json() == {"body": "first;second"}
 
     run(scenario)
 
@@ -168,22 +172,20 @@ def test_authorizer_is_asked_except_for_probes_and_public_endpoints():
         return web.json_response("ok")
 
     async def scenario() -> None:
-        upstream = web.Application()
-        upstream.router.add_route("*", "/{tail:.*}", ok)
-        router = Router(authorizer=authorizer)
-        async with serving(upstream) as upstream_url, serving(router.make_app()) as router_url:
-            router.publish(route_to(upstream_url, public=("/open",)))
-            base = f"{router_url}/pub/job/echo/latest"
-            async with aiohttp.ClientSession() as client:
-                assert (await client.get(f"{base}/health")).status == 200
-                assert (await client.get(f"{base}/open")).status == 200
-                denied = await client.post(f"{base}/api/v1/perform", json={})
-                assert denied.status == 401
-                assert (await denied.json())["error"] == "invalid token"
-                allowed = await client.post(
-                    f"{base}/api/v1/perform?x=1", json={}, headers={"X-Racetrack-Auth": "good"}
-                )
-                assert allowed.status == 200
+        async with (
+            routed(ok, authorizer=authorizer, public=("/open",)) as job_url,
+            aiohttp.ClientSession() as client,
+        ):
+            base = f"{job_url}/latest"
+            assert (await client.get(f"{base}/health")).status == 200
+            assert (await client.get(f"{base}/open")).status == 200
+            denied = await client.post(f"{base}/api/v1/perform", json={})
+            assert denied.status == 401
+            assert (await denied.json())["error"] == "invalid token"
+            allowed = await client.post(
+                f"{base}/api/v1/perform?x=1", json={}, headers={"X-Racetrack-Auth": "good"}
+            )
+            assert allowed.status == 200
 
     run(scenario)
     assert asked == [
