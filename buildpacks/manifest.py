@@ -7,7 +7,7 @@ Errors name the field and the offending value, e.g.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -109,6 +109,15 @@ class Python3Extra(_Strict):
         return value
 
 
+# Older Racetrack manifests: where each section moved.
+RENAMED_FIELDS = {
+    "lang": "jobtype",
+    "python": "jobtype_extra",
+    "golang": "jobtype_extra",
+    "wrapper_properties": "jobtype_extra",
+    "docker": "jobtype_extra",
+}
+
 # Job types whose `jobtype_extra` is validated here; the others get theirs with their buildpacks.
 EXTRA_MODELS: dict[str, type[BaseModel]] = {"python3": Python3Extra}
 
@@ -146,13 +155,13 @@ class Manifest(_Strict):
     runtime_env: dict[str, str] = Field(default_factory=dict)
     secret_build_env_file: str | None = None
     secret_runtime_env_file: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, Any] = Field(default_factory=dict)
     public_endpoints: list[str] = Field(default_factory=list)
-    replicas: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, ge=1, le=50)
     resources: Resources | None = None
     system_dependencies: list[str] = Field(default_factory=list)
     infrastructure_target: str | None = None
-    image_type: Literal["docker", "kubernetes", "local"] | None = None
+    image_type: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -239,6 +248,9 @@ def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
     if kind == "missing":
         return f"{loc}: required field is missing"
     if kind == "extra_forbidden":
+        renamed = RENAMED_FIELDS.get(loc)
+        if renamed:
+            return f"{loc}: an older Racetrack field; write it as {renamed}"
         return f"{loc}: unknown field"
     message = error["msg"]
     if message.startswith("Value error, "):

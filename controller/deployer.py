@@ -19,6 +19,7 @@ from buildpacks.manifest import Manifest, ManifestError
 from buildpacks.source import load_job_source
 from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, Runtime
 from controller.store import Release, ReleaseStatus, Store
+from gitreceiver.interface import RefMoved, RefUpdate
 from gitreceiver.repos import RepoStore
 from router.routes import JobRoute, RouteSnapshot
 
@@ -90,16 +91,30 @@ class Deployer:
     def job_url(self, job: str, version: str) -> str:
         return f"{self._settings.public_url}/pub/job/{job}/{version}/"
 
-    async def deploy(self, job: str, commit: str, deployed_by: str, progress: Progress) -> Release:
+    async def deploy(
+        self,
+        job: str,
+        commit: str,
+        deployed_by: str,
+        progress: Progress,
+        branch: RefUpdate | None = None,
+    ) -> Release:
+        """Deploy `commit` as a new release. For a push, `branch` moves at the commit point:
+        after the release is ready, before it serves, while this job's lock is held."""
         lock = self._locks.setdefault(job, asyncio.Lock())
         if lock.locked():
             progress(f"Waiting for the deploy of {job} already running")
         async with lock:
+            if branch is not None:
+                try:
+                    branch.check()
+                except RefMoved as exc:
+                    raise DeployFailed(str(exc)) from None
             release = self._store.create_release(job, commit, deployed_by)
             self.deploying[job] = release
             build_log = BuildLog(progress)
             try:
-                release = await self._deploy(release, build_log)
+                release = await self._deploy(release, build_log, branch)
             except DeployFailed as exc:
                 build_log(f"Deploy of {job} {release.label} failed: {exc}")
                 self._store.finish_release(
@@ -116,7 +131,9 @@ class Deployer:
                 self.deploying.pop(job, None)
             return release
 
-    async def _deploy(self, release: Release, build_log: BuildLog) -> Release:
+    async def _deploy(
+        self, release: Release, build_log: BuildLog, branch: RefUpdate | None
+    ) -> Release:
         job, commit = release.job, release.commit_sha
         build_log(f"Deploying {job} at {commit[:12]} as release {release.label}")
         self._settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +154,12 @@ class Deployer:
             await asyncio.to_thread(shutil.rmtree, checkout, True)
         release = self._store.set_artifact(release, artifact)
         instances = await self._start(release, manifest, build_log)
+        if branch is not None:
+            try:
+                branch.apply()
+            except RefMoved as exc:
+                await self._stop_all(instances)
+                raise DeployFailed(str(exc)) from None
         self._swap(Serving(release, manifest, instances))
         build_log(
             f"Deployed {job} {manifest.version} ({release.label}): "

@@ -8,7 +8,7 @@ from controller.commands import run_command
 from controller.deployer import DeployFailed
 from controller.services import Services
 from controller.store import User
-from gitreceiver.interface import CommandIO, DeployRejected, Identity
+from gitreceiver.interface import CommandIO, DeployRejected, Identity, RefUpdate
 
 
 class SshOperations:
@@ -19,11 +19,16 @@ class SshOperations:
         return self._services.accounts.identify(fingerprint)
 
     async def deploy(
-        self, identity: Identity, job: str, commit: str, progress: Callable[[str], None]
+        self,
+        identity: Identity,
+        job: str,
+        commit: str,
+        progress: Callable[[str], None],
+        branch: RefUpdate,
     ) -> None:
         assert isinstance(identity, User)
         try:
-            await self._services.deployer.deploy(job, commit, identity.name, progress)
+            await self._services.deployer.deploy(job, commit, identity.name, progress, branch)
         except DeployFailed as exc:
             raise DeployRejected(str(exc)) from None
 

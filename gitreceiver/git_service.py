@@ -1,8 +1,10 @@
 """git-receive-pack and git-upload-pack over dulwich, with deploys before refs move.
 
-dulwich calls `_on_update` for each ref after the pack is stored and before the ref is set, so a
-deploy run there has pre-receive semantics: when it fails the ref is reported `ng` with the
-reason and stays where it was, and the branch always names what is deployed.
+The pack is stored first; then each ref command is decided. A push to main/master deploys the
+commit and the branch moves (compare-and-swap) inside the deploy, after the new release is
+ready and before the router switches to it, so that concurrent pushes to one job cannot leave
+the branch naming something other than what serves. When the deploy fails, the ref is reported
+`ng` with the reason and stays where it was.
 """
 
 from __future__ import annotations
@@ -10,24 +12,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-from collections.abc import Sequence
+import socket
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 from dulwich.protocol import (
+    CAPABILITY_ATOMIC,
     CAPABILITY_SIDE_BAND_64K,
     SIDE_BAND_CHANNEL_PROGRESS,
     ReceivableProtocol,
 )
+from dulwich.refs import RefsContainer, check_ref_format
 from dulwich.repo import Repo
 from dulwich.server import Backend, BackendRepo, ReceivePackHandler, UploadPackHandler
 
 from gitreceiver.channel import BlockingChannel, ChannelClosed
-from gitreceiver.interface import DeployRejected, Identity, Operations
+from gitreceiver.interface import DeployRejected, Identity, Operations, RefMoved
 
 log = logging.getLogger("racetrack.gitreceiver")
 
 ZERO_SHA = b"0" * 40
 DEPLOY_BRANCHES = (b"refs/heads/main", b"refs/heads/master")
+# What a broken or hostile pack can raise while dulwich reads it.
+PACK_ERRORS = (
+    OSError,
+    ChecksumMismatch,
+    ApplyDeltaError,
+    AssertionError,
+    socket.error,
+    zlib.error,
+    ObjectFormatException,
+)
 
 
 class _SingleRepoBackend(Backend):
@@ -38,6 +55,43 @@ class _SingleRepoBackend(Backend):
 
     def open_repository(self, path: str) -> BackendRepo:
         return self._repo  # type: ignore[return-value]
+
+
+class BranchUpdate:
+    """Moving one deploy branch from `old` to `new`, done by the deploy under its job lock."""
+
+    def __init__(self, refs: RefsContainer, ref: bytes, old: bytes, new: bytes) -> None:
+        self._refs = refs
+        self._ref = ref
+        self._old = old
+        self._new = new
+
+    @property
+    def branch(self) -> str:
+        return self._ref.removeprefix(b"refs/heads/").decode()
+
+    def _current(self) -> bytes:
+        try:
+            return self._refs[self._ref]
+        except KeyError:
+            return ZERO_SHA
+
+    def _moved(self) -> RefMoved:
+        current = self._current()
+        return RefMoved(
+            f"{self.branch} moved to {current[:12].decode()} while this push waited;"
+            " fetch, rebase and push again"
+        )
+
+    def check(self) -> None:
+        """Raise RefMoved if the branch is no longer where the pusher saw it."""
+        if self._current() != self._old:
+            raise self._moved()
+
+    def apply(self) -> None:
+        """Compare-and-swap the branch; raise RefMoved if someone else moved it first."""
+        if not self._refs.set_if_equals(self._ref, self._old, self._new):  # type: ignore[arg-type]
+            raise self._moved()
 
 
 class DeployingReceivePackHandler(ReceivePackHandler):
@@ -62,6 +116,10 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         self._client_gone = False
         self.failed = False
 
+    def capabilities(self) -> list[bytes]:
+        # A deploy cannot be rolled back with the other refs of a push, so no --atomic.
+        return [c for c in super().capabilities() if c != CAPABILITY_ATOMIC]
+
     def progress(self, text: str) -> None:
         """A `remote:` line for the pusher; a vanished client never stops the deploy."""
         if self._client_gone or not self.has_capability(CAPABILITY_SIDE_BAND_64K):
@@ -72,23 +130,43 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             self._client_gone = True
             log.info("pusher of %s disconnected; the deploy carries on", self._job)
 
-    def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
-        branch = ref_name.removeprefix(b"refs/heads/").decode("utf-8", "replace")
-        if ref_name in DEPLOY_BRANCHES:
-            if new_sha == ZERO_SHA:
+    def _apply_pack(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
+        if any(new != ZERO_SHA for _old, new, _ref in refs):
+            try:
+                self.repo.object_store.add_thin_pack(self.proto.read, self.proto.recv)  # type: ignore[attr-defined]
+            except PACK_ERRORS as exc:
+                yield (b"unpack", " ".join(str(exc).split()).encode("utf-8", "replace"))
+                return
+        yield (b"unpack", b"ok")
+        for old, new, ref in refs:
+            yield (ref, self._update_ref(ref, old, new))
+
+    def _update_ref(self, ref: bytes, old: bytes, new: bytes) -> bytes:
+        if not ref.startswith(b"refs/") or not check_ref_format(ref):  # type: ignore[arg-type]
+            return b"funny refname"
+        if ref in DEPLOY_BRANCHES:
+            if new == ZERO_SHA:
                 return b"deleting the deployed branch is refused; use jobs:delete to remove a job"
-            return self._deploy(new_sha.decode("ascii"))
-        if ref_name.startswith(b"refs/heads/") and new_sha != ZERO_SHA:
+            return self._deploy(BranchUpdate(self.repo.refs, ref, old, new), new.decode("ascii"))
+        if new == ZERO_SHA:
+            moved = self.repo.refs.remove_if_equals(ref, old)
+        else:
+            moved = self.repo.refs.set_if_equals(ref, old, new)
+        if not moved:
+            return b"the ref moved during this push; fetch and push again"
+        if ref.startswith(b"refs/heads/") and new != ZERO_SHA:
+            branch = ref.removeprefix(b"refs/heads/").decode("utf-8", "replace")
             self.progress(
                 f"Branch {branch!r} stored, not deployed: only main and master deploy.\n"
                 f"To deploy it: git push <remote> {branch}:main\n"
             )
-        return None
+        return b"ok"
 
-    def _deploy(self, commit: str) -> bytes | None:
+    def _deploy(self, branch: BranchUpdate, commit: str) -> bytes:
         lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         future = asyncio.run_coroutine_threadsafe(
-            self._operations.deploy(self._identity, self._job, commit, lines.put), self._loop
+            self._operations.deploy(self._identity, self._job, commit, lines.put, branch),
+            self._loop,
         )
         future.add_done_callback(lambda _future: lines.put(None))
         while (line := lines.get()) is not None:
@@ -101,7 +179,7 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         except Exception:
             log.exception("deploy of %s %s crashed", self._job, commit)
             return b"deploy failed: internal error (see the server log)"
-        return None
+        return b"ok"
 
     def _report_status(self, status: Sequence[tuple[bytes, bytes]]) -> None:
         self.failed = any(message != b"ok" for _name, message in status)

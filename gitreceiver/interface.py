@@ -14,6 +14,25 @@ class DeployRejected(Exception):
     """A deploy failed; the message (one line) becomes the reason the push was refused."""
 
 
+class RefMoved(Exception):
+    """The branch a push wants to move has moved since the pusher looked; one-line reason."""
+
+
+class RefUpdate(Protocol):
+    """The branch move a push asks for, carried out by the deploy at its commit point."""
+
+    @property
+    def branch(self) -> str: ...
+
+    def check(self) -> None:
+        """Raise RefMoved if the branch already moved (checked early, to skip a wasted build)."""
+        ...
+
+    def apply(self) -> None:
+        """Compare-and-swap the branch to the pushed commit; raise RefMoved if it moved."""
+        ...
+
+
 class Identity(Protocol):
     """Whoever a public key belongs to."""
 
@@ -44,9 +63,15 @@ class Operations(Protocol):
         ...
 
     async def deploy(
-        self, identity: Identity, job: str, commit: str, progress: Callable[[str], None]
+        self,
+        identity: Identity,
+        job: str,
+        commit: str,
+        progress: Callable[[str], None],
+        branch: RefUpdate,
     ) -> None:
-        """Deploy `commit` of `job` before the branch moves; raise DeployRejected to refuse."""
+        """Deploy `commit` of `job`, moving `branch` once the release is ready and before it
+        serves; raise DeployRejected to refuse the push (the branch then stays put)."""
         ...
 
     async def run_command(self, identity: Identity, argv: list[str], io: CommandIO) -> int:

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import threading
 
 from tests.harness import EXAMPLES, JobRepo, python_job
 
@@ -241,3 +242,33 @@ def test_slow_initialisation_deploys_fine(server, token, workdir, job_name):
     pushed = server.push(repo)
     assert pushed.returncode == 0, pushed.stderr
     assert server.call(job_name, "latest", payload={}, token=token) == (200, "loaded")
+
+
+def test_concurrent_pushes_leave_the_branch_naming_what_serves(server, token, workdir, job_name):
+    """Two clones push different commits at once: both pushes end cleanly, and the branch
+    names the commit whose code answers."""
+    clones = {
+        answer: JobRepo.create(
+            workdir / answer, job_name, python_job(job_name, f"return {answer!r}", signature="")
+        )
+        for answer in ("first", "second")
+    }
+    results: dict = {}
+    threads = [
+        threading.Thread(target=lambda a=a, r=r: results.__setitem__(a, server.push(r)))
+        for a, r in clones.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    succeeded = [answer for answer, result in results.items() if result.returncode == 0]
+    assert len(succeeded) == 1, {a: r.stdout for a, r in results.items()}
+    (loser,) = set(clones) - set(succeeded)
+    assert (
+        "[rejected]" in results[loser].stdout or "while this push waited" in results[loser].stdout
+    )
+    head = server.remote_refs(job_name)["refs/heads/main"]
+    assert head == clones[succeeded[0]].git("rev-parse", "HEAD").strip()
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, succeeded[0])

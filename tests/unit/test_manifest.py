@@ -84,6 +84,14 @@ def test_all_errors_are_reported_at_once():
     assert len(errors) == 6 + 1  # the six above plus runtime_env
 
 
+def test_older_racetrack_sections_say_where_they_moved():
+    errors = errors_of({**GOOD, "lang": "python3:latest", "python": {"entrypoint_path": "a.py"}})
+    assert errors == [
+        "lang: an older Racetrack field; write it as jobtype",
+        "python: an older Racetrack field; write it as jobtype_extra",
+    ]
+
+
 def test_python3_extra_is_validated_with_the_manifest():
     errors = errors_of({**GOOD, "version": "x", "jobtype_extra": {"entrypoint_path": "../up.py"}})
     assert (
