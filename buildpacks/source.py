@@ -31,8 +31,12 @@ class JobSource:
     manifest_path: Path
 
 
-def _inside(root: Path, path: Path) -> bool:
-    return path.resolve().is_relative_to(root.resolve())
+def is_inside(root: Path, path: Path) -> bool:
+    """Whether `path`, with every symlink followed, stays below `root` (a loop does not)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (RuntimeError, OSError):
+        return False
 
 
 def _read_data(root: Path, path: Path, depth: int = 0) -> dict[str, Any]:
@@ -46,7 +50,7 @@ def _read_data(root: Path, path: Path, depth: int = 0) -> dict[str, Any]:
     if depth >= MAX_EXTENDS_DEPTH:
         raise ManifestError([f"extends: {base_ref!r} nests deeper than {MAX_EXTENDS_DEPTH} levels"])
     base_path = path.parent / base_ref
-    if "\0" in base_ref or not _inside(root, base_path):
+    if "\0" in base_ref or not is_inside(root, base_path):
         raise ManifestError([f"extends: {base_ref!r} is not a relative path inside the repository"])
     if not base_path.is_file():
         raise ManifestError([f"extends: {base_ref!r} does not exist in this commit"])
@@ -69,7 +73,7 @@ def find_manifest(root: Path, job: str) -> Path:
     top = root / MANIFEST_NAME
     if top.is_file():
         return top
-    candidates = sorted(p for p in root.rglob(MANIFEST_NAME) if p.is_file() and _inside(root, p))
+    candidates = sorted(p for p in root.rglob(MANIFEST_NAME) if p.is_file() and is_inside(root, p))
     matching = [p for p in candidates if _manifest_name(p) == job]
     if len(matching) == 1:
         return matching[0]
@@ -87,7 +91,7 @@ def load_job_source(root: Path, job: str) -> JobSource:
     job_dir = path.parent
     if manifest.git is not None and manifest.git.directory not in (".", ""):
         job_dir = root / manifest.git.directory
-        if not _inside(root, job_dir) or not job_dir.is_dir():
+        if not is_inside(root, job_dir) or not job_dir.is_dir():
             raise ManifestError(
                 [f"git.directory: {manifest.git.directory!r} is not a directory in this commit"]
             )

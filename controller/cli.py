@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from controller.accounts import BadPublicKey
-from controller.platform import Platform, Settings, StartupError
+from controller.errors import StartupError
+from controller.platform import Platform, Settings
 
 
 def _port(text: str) -> int:

@@ -14,12 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from buildpacks.build import BuildFailed, Buildpack, BuildRequest
 from buildpacks.manifest import Manifest, ManifestError
 from buildpacks.source import load_job_source
 from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, Runtime
 from controller.store import Release, ReleaseStatus, Store
-from gitreceiver.interface import RefMoved, RefUpdate
+from gitreceiver.interface import RefMoved, RefUpdate, RefUpdateFailed
 from gitreceiver.repos import RepoStore
 from router.routes import JobRoute, RouteSnapshot
 
@@ -62,7 +64,6 @@ class DeploySettings:
     public_url: str
     work_dir: Path
     ready_timeout: float = 180.0
-    stop_grace: float = 10.0
 
 
 class Deployer:
@@ -154,12 +155,17 @@ class Deployer:
             await asyncio.to_thread(shutil.rmtree, checkout, True)
         release = self._store.set_artifact(release, artifact)
         instances = await self._start(release, manifest, build_log)
-        if branch is not None:
-            try:
-                branch.apply()
-            except RefMoved as exc:
-                await self._stop_all(instances)
-                raise DeployFailed(str(exc)) from None
+        try:
+            if branch is not None:
+                branch.apply()  # the commit point: from here on this release is the job's
+        except RefUpdateFailed as exc:
+            await self._stop_all(instances)
+            raise DeployFailed(str(exc)) from None
+        except BaseException as exc:
+            await self._stop_all(instances)
+            if isinstance(exc, Exception):
+                raise DeployFailed(f"could not move {branch.branch}: {exc}") from exc
+            raise
         self._swap(Serving(release, manifest, instances))
         build_log(
             f"Deployed {job} {manifest.version} ({release.label}): "
@@ -244,7 +250,7 @@ class Deployer:
 
     async def _stop_all(self, instances: list[Instance]) -> None:
         await asyncio.gather(
-            *(self._runtime.stop(i, self._settings.stop_grace) for i in instances),
+            *(self._runtime.stop(i) for i in instances),
             return_exceptions=True,
         )
 
@@ -257,8 +263,8 @@ class Deployer:
         old = self.serving.get(key)
         self.serving[key] = new
         self.publish()
+        self._store.supersede_serving(new.release)
         if old is not None:
-            self._store.set_release_status(old.release, ReleaseStatus.SUPERSEDED)
             task = asyncio.ensure_future(self._stop_all(old.instances))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
@@ -278,23 +284,31 @@ class Deployer:
         self._publish_snapshot(RouteSnapshot.build(routes, self._generation))
 
     async def restore(self) -> None:
-        """After a restart: mark interrupted deploys failed, start what was serving."""
+        """After a restart: mark interrupted deploys failed and start, side by side, every
+        release that was serving; each job version is routed as soon as it is ready."""
         for release in self._store.fail_interrupted_deploys("interrupted by restart"):
             log.warning("deploy %s %s was interrupted by a restart", release.job, release.label)
-        for release in self._store.releases(status=ReleaseStatus.SERVING):
+        newest: dict[tuple[str, str | None], Release] = {}
+        for release in self._store.releases(status=ReleaseStatus.SERVING):  # by job, number
+            newest[(release.job, release.version)] = release
+        for release in newest.values():
+            self._store.supersede_serving(release)
+        await asyncio.gather(*(self._restore(release) for release in newest.values()))
+
+    async def _restore(self, release: Release) -> None:
+        assert release.version is not None
+        try:
             manifest = Manifest.model_validate(release.manifest)
-            try:
-                instances = await self._start(release, manifest, BuildLog(lambda _line: None))
-            except DeployFailed as exc:
-                log.error("could not restore %s %s: %s", release.job, release.label, exc)
-                continue
-            assert release.version is not None
-            self.serving[(release.job, release.version)] = Serving(release, manifest, instances)
-            log.info("restored %s %s (%s)", release.job, release.version, release.label)
+            instances = await self._start(release, manifest, BuildLog(lambda _line: None))
+        except (DeployFailed, ValidationError) as exc:
+            log.error("could not restore %s %s: %s", release.job, release.label, exc)
+            return
+        self.serving[(release.job, release.version)] = Serving(release, manifest, instances)
         self.publish()
+        log.info("restored %s %s (%s)", release.job, release.version, release.label)
 
     async def shutdown(self) -> None:
         self.serving.clear()
         self.publish()
         await asyncio.gather(*self._retiring)
-        await self._runtime.close(self._settings.stop_grace)
+        await self._runtime.close()

@@ -19,21 +19,19 @@ from controller.accounts import Accounts
 from controller.api import make_api_app
 from controller.authorization import CallAuthorizer
 from controller.deployer import Deployer, DeploySettings
+from controller.errors import StartupError
+from controller.keyfiles import load_or_create_host_key, load_or_create_token_key
 from controller.runtimes.local import LocalRuntime
 from controller.services import Services
 from controller.ssh_operations import SshOperations
 from controller.store import Store
 from controller.tokens import TokenMinter
 from gitreceiver.repos import RepoStore
-from gitreceiver.server import GitReceiver, load_or_create_host_key
+from gitreceiver.server import GitReceiver
 from router.proxy import Router
 
 log = logging.getLogger("racetrack")
 T = TypeVar("T")
-
-
-class StartupError(Exception):
-    """The platform cannot start; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,7 @@ class Platform:
         data = settings.data_dir.resolve()
         data.mkdir(parents=True, exist_ok=True)
         self._store = store = Store(data / "racetrack.db")
-        accounts = Accounts(store, TokenMinter.load_or_create(data))
+        accounts = Accounts(store, TokenMinter(load_or_create_token_key(data)))
         for key_path in settings.admin_keys:
             user = accounts.register_admin_key(key_path)
             if user is not None:
@@ -125,7 +123,6 @@ class Platform:
                 public_url=public_url,
                 work_dir=data / "work",
                 ready_timeout=settings.ready_timeout,
-                stop_grace=settings.stop_grace,
             ),
         )
         services = Services(store, accounts, deployer, auth_required=settings.auth)

@@ -247,9 +247,19 @@ class Store:
         )
         return self._reload(release)
 
-    def set_release_status(self, release: Release, status: str) -> Release:
-        self._db.execute("UPDATE releases SET status = ? WHERE id = ?", (status, release.id))
-        return self._reload(release)
+    def supersede_serving(self, release: Release) -> None:
+        """`release` now serves its job version: every other serving one of it is superseded."""
+        self._db.execute(
+            "UPDATE releases SET status = ?"
+            " WHERE job = ? AND version = ? AND status = ? AND id != ?",
+            (
+                ReleaseStatus.SUPERSEDED,
+                release.job,
+                release.version,
+                ReleaseStatus.SERVING,
+                release.id,
+            ),
+        )
 
     def _reload(self, release: Release) -> Release:
         reloaded = self.release_by_id(release.id)

@@ -11,10 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
-from pathlib import Path
 
-TOKEN_KEY_NAME = "token.key"
 TOKEN_PREFIX = "rt_"
 
 
@@ -23,14 +20,6 @@ class TokenMinter:
         if len(key) < 32:
             raise ValueError("token key must be at least 32 bytes")
         self._key = key
-
-    @classmethod
-    def load_or_create(cls, data_dir: Path) -> TokenMinter:
-        path = data_dir / TOKEN_KEY_NAME
-        if not path.exists():
-            path.write_bytes(secrets.token_bytes(32))
-            path.chmod(0o600)
-        return cls(path.read_bytes())
 
     def token_for(self, subject: str, generation: int) -> str:
         digest = hmac.new(self._key, f"{subject}:{generation}".encode(), hashlib.sha256).digest()

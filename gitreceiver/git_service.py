@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
+from dulwich.file import FileLocked
 from dulwich.protocol import (
     CAPABILITY_ATOMIC,
     CAPABILITY_SIDE_BAND_64K,
@@ -29,7 +30,13 @@ from dulwich.repo import Repo
 from dulwich.server import Backend, BackendRepo, ReceivePackHandler, UploadPackHandler
 
 from gitreceiver.channel import BlockingChannel, ChannelClosed
-from gitreceiver.interface import DeployRejected, Identity, Operations, RefMoved
+from gitreceiver.interface import (
+    DeployRejected,
+    Identity,
+    Operations,
+    RefMoved,
+    RefUpdateFailed,
+)
 
 log = logging.getLogger("racetrack.gitreceiver")
 
@@ -57,8 +64,9 @@ class _SingleRepoBackend(Backend):
         return self._repo  # type: ignore[return-value]
 
 
-class BranchUpdate:
-    """Moving one deploy branch from `old` to `new`, done by the deploy under its job lock."""
+class RefChange:
+    """Moving (or deleting) one ref from `old` to `new` by compare-and-swap. For a deploy
+    branch the deploy calls `check` and `apply` under its job lock (gitreceiver.RefUpdate)."""
 
     def __init__(self, refs: RefsContainer, ref: bytes, old: bytes, new: bytes) -> None:
         self._refs = refs
@@ -68,7 +76,7 @@ class BranchUpdate:
 
     @property
     def branch(self) -> str:
-        return self._ref.removeprefix(b"refs/heads/").decode()
+        return self._ref.removeprefix(b"refs/heads/").decode("utf-8", "replace")
 
     def _current(self) -> bytes:
         try:
@@ -78,10 +86,8 @@ class BranchUpdate:
 
     def _moved(self) -> RefMoved:
         current = self._current()
-        return RefMoved(
-            f"{self.branch} moved to {current[:12].decode()} while this push waited;"
-            " fetch, rebase and push again"
-        )
+        where = "was deleted" if current == ZERO_SHA else f"moved to {current[:12].decode()}"
+        return RefMoved(f"{self.branch} {where} during this push; fetch and push again")
 
     def check(self) -> None:
         """Raise RefMoved if the branch is no longer where the pusher saw it."""
@@ -89,8 +95,18 @@ class BranchUpdate:
             raise self._moved()
 
     def apply(self) -> None:
-        """Compare-and-swap the branch; raise RefMoved if someone else moved it first."""
-        if not self._refs.set_if_equals(self._ref, self._old, self._new):  # type: ignore[arg-type]
+        """Compare-and-swap the ref; raise RefMoved if someone else moved it first."""
+        try:
+            if self._new == ZERO_SHA:
+                done = self._refs.remove_if_equals(self._ref, self._old)  # type: ignore[arg-type]
+            else:
+                done = self._refs.set_if_equals(self._ref, self._old, self._new)  # type: ignore[arg-type]
+        except FileLocked:
+            raise RefUpdateFailed(
+                f"{self._ref.decode('utf-8', 'replace')} is locked: its .lock file exists in the"
+                " job's repository (left by a crashed writer?); an operator must remove it"
+            ) from None
+        if not done:
             raise self._moved()
 
 
@@ -133,7 +149,11 @@ class DeployingReceivePackHandler(ReceivePackHandler):
     def _apply_pack(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
         if any(new != ZERO_SHA for _old, new, _ref in refs):
             try:
-                self.repo.object_store.add_thin_pack(self.proto.read, self.proto.recv)  # type: ignore[attr-defined]
+                self.repo.object_store.add_thin_pack(  # type: ignore[attr-defined]
+                    self.proto.read,
+                    self.proto.recv,
+                    max_input_size=self._receive_max_input_size(),
+                )
             except PACK_ERRORS as exc:
                 yield (b"unpack", " ".join(str(exc).split()).encode("utf-8", "replace"))
                 return
@@ -144,25 +164,26 @@ class DeployingReceivePackHandler(ReceivePackHandler):
     def _update_ref(self, ref: bytes, old: bytes, new: bytes) -> bytes:
         if not ref.startswith(b"refs/") or not check_ref_format(ref):  # type: ignore[arg-type]
             return b"funny refname"
+        change = RefChange(self.repo.refs, ref, old, new)
         if ref in DEPLOY_BRANCHES:
             if new == ZERO_SHA:
                 return b"deleting the deployed branch is refused; use jobs:delete to remove a job"
-            return self._deploy(BranchUpdate(self.repo.refs, ref, old, new), new.decode("ascii"))
-        if new == ZERO_SHA:
-            moved = self.repo.refs.remove_if_equals(ref, old)
-        else:
-            moved = self.repo.refs.set_if_equals(ref, old, new)
-        if not moved:
-            return b"the ref moved during this push; fetch and push again"
+            return self._deploy(change, new.decode("ascii"))
+        try:
+            change.apply()
+        except RefUpdateFailed as exc:
+            return str(exc).encode("utf-8", "replace")
+        except OSError as exc:
+            log.warning("cannot update %r of %s: %r", ref, self._job, exc)
+            return b"failed to write the ref (see the server log)"
         if ref.startswith(b"refs/heads/") and new != ZERO_SHA:
-            branch = ref.removeprefix(b"refs/heads/").decode("utf-8", "replace")
             self.progress(
-                f"Branch {branch!r} stored, not deployed: only main and master deploy.\n"
-                f"To deploy it: git push <remote> {branch}:main\n"
+                f"Branch {change.branch!r} stored, not deployed: only main and master deploy.\n"
+                f"To deploy it: git push <remote> {change.branch}:main\n"
             )
         return b"ok"
 
-    def _deploy(self, branch: BranchUpdate, commit: str) -> bytes:
+    def _deploy(self, branch: RefChange, commit: str) -> bytes:
         lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         future = asyncio.run_coroutine_threadsafe(
             self._operations.deploy(self._identity, self._job, commit, lines.put, branch),

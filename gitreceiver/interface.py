@@ -14,8 +14,12 @@ class DeployRejected(Exception):
     """A deploy failed; the message (one line) becomes the reason the push was refused."""
 
 
-class RefMoved(Exception):
-    """The branch a push wants to move has moved since the pusher looked; one-line reason."""
+class RefUpdateFailed(Exception):
+    """A ref could not be moved; the message (one line) says why."""
+
+
+class RefMoved(RefUpdateFailed):
+    """The branch a push wants to move has moved since the pusher looked."""
 
 
 class RefUpdate(Protocol):
@@ -29,7 +33,8 @@ class RefUpdate(Protocol):
         ...
 
     def apply(self) -> None:
-        """Compare-and-swap the branch to the pushed commit; raise RefMoved if it moved."""
+        """Compare-and-swap the branch to the pushed commit; raise RefMoved if it moved,
+        RefUpdateFailed if it cannot be written."""
         ...
 
 

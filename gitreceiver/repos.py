@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 from dulwich.objects import Blob, Commit, Tree
@@ -33,9 +35,19 @@ class RepoStore:
         return Repo(str(self.path(job)))
 
     def ensure(self, job: str) -> Repo:
-        if self.exists(job):
-            return self.open(job)
-        return Repo.init_bare(str(self.path(job)), mkdir=True, default_branch=DEFAULT_BRANCH)
+        """Open the job's repository, creating it first if needed. It is built in a temporary
+        directory and renamed into place, so a crash never leaves a half-made repository."""
+        path = self.path(job)
+        if not self.exists(job):
+            building = Path(tempfile.mkdtemp(prefix=f".{job}-", suffix=".git", dir=self.root))
+            try:
+                Repo.init_bare(str(building), default_branch=DEFAULT_BRANCH).close()
+                building.rename(path)
+            except OSError:
+                shutil.rmtree(building, ignore_errors=True)
+                if not self.exists(job):  # not merely a concurrent first push winning the race
+                    raise
+        return self.open(job)
 
     def export(self, job: str, commit: str, dest: Path) -> list[str]:
         """Write the files of `commit` into `dest`; return warnings about what was skipped.
@@ -87,8 +99,14 @@ def _drop_escaping_symlinks(root: Path, warnings: list[str]) -> None:
     for directory, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             path = Path(directory) / name
-            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+            if not path.is_symlink():
+                continue
+            try:
+                inside = path.resolve().is_relative_to(real_root)
+                why = "it points outside the repo"
+            except (RuntimeError, OSError):  # a loop: a -> b -> a
+                inside, why = False, "it is a symlink loop"
+            if not inside:
                 link = os.readlink(path)
                 path.unlink()
-                where = path.relative_to(root)
-                warnings.append(f"skipped symlink {where} -> {link}: it points outside the repo")
+                warnings.append(f"skipped symlink {path.relative_to(root)} -> {link}: {why}")

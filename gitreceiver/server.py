@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -20,23 +19,10 @@ from gitreceiver.repos import RepoStore
 
 log = logging.getLogger("racetrack.gitreceiver")
 
-HOST_KEY_NAME = "ssh_host_ed25519_key"
 NO_SHELL_MESSAGE = (
     "Racetrack has no interactive shell.\n"
     "Push with git, or run a command: ssh -p PORT git@HOST help\n"
 )
-
-
-def load_or_create_host_key(data_dir: Path) -> asyncssh.SSHKey:
-    """The server's identity, generated on first start and kept so clients can trust it."""
-    path = data_dir / HOST_KEY_NAME
-    if path.exists():
-        return asyncssh.read_private_key(str(path))
-    key = asyncssh.generate_private_key("ssh-ed25519", comment="racetrack")
-    path.write_bytes(key.export_private_key())
-    path.chmod(0o600)
-    path.with_suffix(".pub").write_bytes(key.export_public_key())
-    return key
 
 
 class _Session(asyncssh.SSHServer):

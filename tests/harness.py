@@ -265,6 +265,22 @@ def python_job(
     }
 
 
+def job_processes(data_dir: Path, job: str = "") -> list[int]:
+    """PIDs of job wrappers started from the data dir's artifacts (of `job`, if given)."""
+    needle = f"{data_dir / 'artifacts'}/{job + '/' if job else ''}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and b"racetrack_job_wrapper" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
 def _search(pattern: str, text: str) -> str:
     match = re.search(pattern, text)
     if match is None:

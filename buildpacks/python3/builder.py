@@ -26,6 +26,7 @@ from pathlib import Path
 
 from buildpacks.build import BuildFailed, BuildRequest, DirectoryArtifact, Progress, run_logged
 from buildpacks.manifest import Python3Extra
+from buildpacks.source import is_inside
 
 WRAPPER_PACKAGE = Path(__file__).parent / "racetrack_job_wrapper"
 COMPLETE_MARKER = ".racetrack-complete"
@@ -170,7 +171,7 @@ class Python3Buildpack:
 
 def _require_file(root: Path, relative: str, field: str) -> Path:
     path = root / relative
-    if not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
+    if not path.is_file() or not is_inside(root, path):
         raise BuildFailed(f"{field}: {relative!r} is not a file in the job's directory")
     return path
 

@@ -44,10 +44,10 @@ class Runtime(Protocol):
         """Return once the instance answers /ready; raise InstanceFailed otherwise."""
         ...
 
-    async def stop(self, instance: Instance, grace: float) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds."""
+    async def stop(self, instance: Instance) -> None:
+        """SIGTERM, then SIGKILL after the runtime's grace (`--stop-grace`)."""
         ...
 
-    async def close(self, grace: float) -> None:
+    async def close(self) -> None:
         """Stop every instance this runtime started."""
         ...

@@ -92,7 +92,8 @@ class LocalRuntime:
                 "HOME": str(home),
                 "PORT": str(port),
                 "LISTEN_HOST": self._host,
-                "RACETRACK_SHUTDOWN_GRACE": str(self._shutdown_grace),
+                # the job's own deadline ends before ours sends SIGKILL
+                "RACETRACK_SHUTDOWN_GRACE": str(self._shutdown_grace * 0.8),
             }
         )
         with log_path.open("ab") as log_file:
@@ -154,7 +155,9 @@ class LocalRuntime:
         except (aiohttp.ClientError, TimeoutError):
             return False  # not listening yet
 
-    async def stop(self, instance: Instance, grace: float) -> None:
+    async def stop(self, instance: Instance) -> None:
+        """SIGTERM to the instance's process group, SIGKILL after the grace; then SIGKILL to
+        the group anyway, so that no child of the job outlives it."""
         assert isinstance(instance, LocalInstance)
         instance.stopping = True
         process = instance.process
@@ -162,17 +165,17 @@ class LocalRuntime:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), grace)
+                await asyncio.wait_for(process.wait(), self._shutdown_grace)
             except TimeoutError:
-                log.warning("%s ignored SIGTERM for %.0fs: SIGKILL", instance.name, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+                log.warning("%s ignored SIGTERM for %.0fs", instance.name, self._shutdown_grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
         self._instances.discard(instance)
         log.info("stopped %s (status %s)", instance.name, process.returncode)
 
-    async def close(self, grace: float) -> None:
-        await asyncio.gather(*(self.stop(instance, grace) for instance in list(self._instances)))
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop(instance) for instance in list(self._instances)))
         if self._session is not None:
             await self._session.close()
 

@@ -4,7 +4,7 @@ import shutil
 import subprocess
 import threading
 
-from tests.harness import EXAMPLES, JobRepo, python_job
+from tests.harness import EXAMPLES, JobRepo, job_processes, python_job
 
 
 def test_first_deploy_and_call(server, token, workdir):
@@ -267,8 +267,29 @@ def test_concurrent_pushes_leave_the_branch_naming_what_serves(server, token, wo
     assert len(succeeded) == 1, {a: r.stdout for a, r in results.items()}
     (loser,) = set(clones) - set(succeeded)
     assert (
-        "[rejected]" in results[loser].stdout or "while this push waited" in results[loser].stdout
+        "[rejected]" in results[loser].stdout
+        or "during this push; fetch and push again" in results[loser].stdout
     )
     head = server.remote_refs(job_name)["refs/heads/main"]
     assert head == clones[succeeded[0]].git("rev-parse", "HEAD").strip()
     assert server.call(job_name, "latest", payload={}, token=token) == (200, succeeded[0])
+
+
+def test_a_branch_that_cannot_move_fails_the_deploy_and_stops_its_instances(
+    server, token, workdir, job_name
+):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
+    assert server.push(repo).returncode == 0
+    lock = server.data_dir / "repos" / f"{job_name}.git" / "refs" / "heads" / "main.lock"
+    lock.write_text("left by a crashed git process\n")
+    repo.commit(python_job(job_name, "return 'new'", signature=""))
+
+    pushed = server.push(repo)
+
+    assert pushed.returncode != 0
+    assert "refs/heads/main is locked: its .lock file exists" in pushed.stdout
+    assert len(job_processes(server.data_dir, job_name)) == 1, "the new instance was stopped"
+    assert server.call(job_name, "latest", payload={"numbers": [1]}, token=token) == (200, 1)
+    lock.unlink()
+    assert server.push(repo).returncode == 0
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "new")

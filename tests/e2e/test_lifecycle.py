@@ -7,22 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import REPO_ROOT, JobRepo, Server, python_job
-
-
-def job_processes(data_dir: Path) -> list[int]:
-    """PIDs of processes running an interpreter from the data dir's job environments."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(data_dir).encode() in cmdline and b"racetrack_job_wrapper" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+from tests.harness import REPO_ROOT, JobRepo, Server, job_processes, python_job
 
 
 def test_sigterm_stops_everything_and_a_restart_serves_again(tmp_path):

@@ -2,7 +2,8 @@
 
 It listens at once and loads the entrypoint in the background: `/live` answers 200 while
 loading and 500 with the error if loading failed; `/ready` turns 200 when the class is loaded.
-On SIGTERM it stops accepting, lets in-flight calls finish (bounded by a grace), then exits.
+On SIGTERM it stops accepting, lets in-flight requests finish (bounded by a grace, which the
+runtime sets shorter than its own SIGKILL deadline), then exits.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class JobState:
         self.job_name = os.environ.get("JOB_NAME", "")
         self.job_version = os.environ.get("JOB_VERSION", "")
         self.git_version = os.environ.get("GIT_VERSION", "")
+        self.stopping = False
         self._in_flight = 0
         self._idle = threading.Condition()
 
@@ -64,11 +66,11 @@ class JobState:
             self.ready.set()
             log.info("entrypoint loaded: %s", type(self.entrypoint).__name__)
 
-    def call_started(self) -> None:
+    def request_started(self) -> None:
         with self._idle:
             self._in_flight += 1
 
-    def call_finished(self) -> None:
+    def request_finished(self) -> None:
         with self._idle:
             self._in_flight -= 1
             self._idle.notify_all()
@@ -107,12 +109,12 @@ class JobRequestHandler(BaseHTTPRequestHandler):
     # routing
 
     def do_GET(self) -> None:
-        self._timed(self._get)
+        self._handle(self._get)
 
     def do_POST(self) -> None:
-        self._timed(self._post)
+        self._handle(self._post)
 
-    def _get(self, path: str) -> tuple[int, Any]:
+    def _get(self, path: str, _body: bytes) -> tuple[int, Any]:
         state = self.state
         if path == "/live":
             if state.error is not None:
@@ -142,12 +144,10 @@ class JobRequestHandler(BaseHTTPRequestHandler):
             return 405, {"error": "use POST for /api/v1/perform", "type": "MethodNotAllowed"}
         return 404, {"error": f"no endpoint {path}", "type": "NotFound"}
 
-    def _post(self, path: str) -> tuple[int, Any]:
+    def _post(self, path: str, body: bytes) -> tuple[int, Any]:
         if path != "/api/v1/perform":
-            self._read_body()
             return 404, {"error": f"no endpoint {path}", "type": "NotFound"}
         state = self.state
-        body = self._read_body()
         if not state.ready.is_set():
             return 503, {"error": f"the job is not ready ({state.status})", "type": "NotReady"}
         try:
@@ -168,7 +168,6 @@ class JobRequestHandler(BaseHTTPRequestHandler):
             inspect.signature(perform).bind(**kwargs)
         except TypeError as exc:
             return 400, {"error": f"wrong arguments for perform: {exc}", "type": "TypeError"}
-        self.state.call_started()
         try:
             return 200, perform(**kwargs)
         except ValueError as exc:
@@ -176,16 +175,25 @@ class JobRequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.error("perform failed:\n%s", traceback.format_exc())
             return 500, {"error": str(exc) or type(exc).__name__, "type": type(exc).__name__}
-        finally:
-            self.state.call_finished()
 
     # plumbing
 
-    def _timed(self, handler: Any) -> None:
+    def _handle(self, handler: Any) -> None:
+        """Read the whole request, answer it, and count it as in flight until the last byte is
+        written, so that a stopping instance lets it finish. Every declared body is read, on
+        every method: bytes left unread would be parsed as the next request on the connection.
+        """
+        self.state.request_started()
+        try:
+            self._respond(handler)
+        finally:
+            self.state.request_finished()
+
+    def _respond(self, handler: Any) -> None:
         started = time.perf_counter()
         path = self.path.split("?", 1)[0]
         try:
-            status, payload = handler(path)
+            status, payload = handler(path, self._read_body())
         except BadRequest as exc:
             status, payload = exc.status, {"error": str(exc), "type": "BadRequest"}
             self.close_connection = True
@@ -199,6 +207,8 @@ class JobRequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.state.stopping:
+            self.send_header("Connection", "close")  # no further requests on this connection
         self.end_headers()
         self.wfile.write(body)
         log.info(
@@ -266,12 +276,15 @@ def main() -> None:
     log.info("job %s %s listening on %s:%d", state.job_name, state.job_version, host, port)
 
     def on_sigterm(_signum: int, _frame: Any) -> None:
+        state.stopping = True
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
     threading.Thread(target=state.load, name="entrypoint-loader", daemon=True).start()
     server.serve_forever(poll_interval=0.2)
     server.server_close()
+    # Connections already open may still bring requests routed before the swap: serve them,
+    # and leave once nothing has been in flight (bounded by the grace).
     if not state.wait_idle(grace):
         log.warning("exiting with calls still running after %.0fs", grace)
     log.info("stopped")

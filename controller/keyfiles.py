@@ -1,0 +1,54 @@
+"""The platform's secret files in the data dir: the SSH host key and the token key.
+
+Each is created once, readable by the platform's user only from the first byte on, and kept so
+that clients can keep trusting the host and tokens stay valid across restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import asyncssh
+
+from controller.errors import StartupError
+
+HOST_KEY_NAME = "ssh_host_ed25519_key"
+TOKEN_KEY_NAME = "token.key"
+TOKEN_KEY_BYTES = 32
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 (never group- or world-readable, not even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def load_or_create_host_key(data_dir: Path) -> asyncssh.SSHKey:
+    path = data_dir / HOST_KEY_NAME
+    if not path.exists():
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="racetrack")
+        write_secret_file(path, key.export_private_key())
+        path.with_suffix(".pub").write_bytes(key.export_public_key())
+        return key
+    try:
+        return asyncssh.read_private_key(str(path))
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise StartupError(
+            f"SSH host key {path} is unusable ({exc}); restore or remove it"
+        ) from None
+
+
+def load_or_create_token_key(data_dir: Path) -> bytes:
+    path = data_dir / TOKEN_KEY_NAME
+    if not path.exists():
+        write_secret_file(path, secrets.token_bytes(TOKEN_KEY_BYTES))
+    key = path.read_bytes()
+    if len(key) < TOKEN_KEY_BYTES:
+        raise StartupError(
+            f"token key {path} holds {len(key)} bytes, not {TOKEN_KEY_BYTES}; restore it"
+            " (removing it invalidates every API token)"
+        )
+    return key

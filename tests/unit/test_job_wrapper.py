@@ -1,0 +1,137 @@
+"""The python3 job wrapper as a real process on a real port, spoken to over raw HTTP."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO_ROOT
+
+DEADLINE = 20.0
+
+ENTRYPOINT = """
+import pathlib, time
+
+class JobEntrypoint:
+    calls = 0
+
+    def perform(self, size=1, wait_for=None):
+        JobEntrypoint.calls += 1
+        if wait_for:
+            pathlib.Path(wait_for + ".started").touch()
+            while not pathlib.Path(wait_for).exists():  # the test says when to finish
+                time.sleep(0.01)
+        return {"calls": JobEntrypoint.calls, "payload": "x" * size}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def job(tmp_path: Path):
+    (tmp_path / "entry.py").write_text(ENTRYPOINT)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT / "buildpacks" / "python3"),
+        "JOB_DIR": str(tmp_path),
+        "ENTRYPOINT_PATH": "entry.py",
+        "PORT": str(port),
+        "LISTEN_HOST": "127.0.0.1",
+        "RACETRACK_SHUTDOWN_GRACE": "10",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "racetrack_job_wrapper"], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(ready, "the wrapper to be ready")
+    yield process, port, tmp_path
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def post(port: int, payload: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/perform", data=json.dumps(payload).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=DEADLINE) as response:
+        return json.loads(response.read())
+
+
+def test_a_body_on_a_probe_is_read_not_run_as_a_second_request(job):
+    """A body smuggled behind GET /live must not become an unauthenticated perform call on a
+    kept-alive connection (as the router's pooled ones are)."""
+    _process, port, _ = job
+    smuggled = b"POST /api/v1/perform HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    request = (
+        b"GET /live HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        + str(len(smuggled)).encode()
+        + b"\r\n\r\n"
+        + smuggled
+        + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 ") == 2  # /live and /health, nothing in between
+    assert post(port, {})["calls"] == 1, "perform ran only for the real call"
+
+
+def test_sigterm_lets_a_call_in_flight_finish_its_whole_response(job):
+    process, port, workdir = job
+    gate = workdir / "gate"
+    results: dict = {}
+    size = 5 * 1024 * 1024
+    caller = threading.Thread(
+        target=lambda: results.update(answer=post(port, {"size": size, "wait_for": str(gate)}))
+    )
+    caller.start()
+    wait_until(lambda: (workdir / "gate.started").exists(), "perform to start")
+
+    process.send_signal(signal.SIGTERM)
+    wait_until(lambda: not _accepts(port), "the listener to close")
+    gate.touch()
+    caller.join(DEADLINE)
+
+    assert len(results["answer"]["payload"]) == size
+    assert process.wait(DEADLINE) == 0
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
