@@ -6,9 +6,12 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from buildpacks.manifest import Manifest
+
+if TYPE_CHECKING:
+    from buildpacks.docker_build import ImageBuilder
 
 Progress = Callable[[str], None]
 
@@ -29,6 +32,45 @@ class BuildRequest:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """How a runtime knows an instance is ready.
+
+    `wrapper`: Racetrack's wrapper contract (`/live` reports a failed start, `/ready` turns 200);
+    `http`: GET `path` answers 2xx; `tcp`: the port accepts connections.
+    """
+
+    kind: str = "wrapper"
+    path: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Probe:
+        return cls(kind=record["kind"], path=record.get("path"))
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the router does for this artifact beyond passing paths through.
+
+    docker-proxy jobs: a call to `/api/v1/<path>` reaches the server as `/<path>`, and the
+    platform answers `/live`, `/ready` and `/health` itself.
+    """
+
+    strip_prefix: str | None = None
+    platform_probes: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        return {"strip_prefix": self.strip_prefix, "platform_probes": self.platform_probes}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> Routing:
+        record = record or {}
+        return cls(record.get("strip_prefix"), bool(record.get("platform_probes")))
+
+
+@dataclass(frozen=True)
 class DirectoryArtifact:
     """An immutable directory that runs as a process (the local runtime's artifact).
 
@@ -40,6 +82,8 @@ class DirectoryArtifact:
     command: tuple[str, ...]
     cwd: str = "{artifact}"
     env: Mapping[str, str] = field(default_factory=dict)
+    probe: Probe = Probe()
+    routing: Routing = Routing()
 
     kind = "directory"
 
@@ -50,6 +94,8 @@ class DirectoryArtifact:
             "command": list(self.command),
             "cwd": self.cwd,
             "env": dict(self.env),
+            "probe": self.probe.to_record(),
+            "routing": self.routing.to_record(),
         }
 
     @classmethod
@@ -59,17 +105,72 @@ class DirectoryArtifact:
             command=tuple(record["command"]),
             cwd=record["cwd"],
             env=dict(record["env"]),
+            probe=Probe.from_record(record.get("probe") or {"kind": "wrapper"}),
+            routing=Routing.from_record(record.get("routing")),
         )
 
     def expand(self, value: str) -> str:
         return value.replace("{artifact}", str(self.path))
 
 
+@dataclass(frozen=True)
+class ImageArtifact:
+    """A Docker image under a tag that is never reused (the docker runtime's artifact).
+
+    `port` is the port the server listens on inside the container; None means it listens on
+    `$PORT`, which the runtime chooses.
+    """
+
+    image: str
+    image_id: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    port: int | None = None
+    probe: Probe = Probe()
+    routing: Routing = Routing()
+
+    kind = "image"
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "image": self.image,
+            "image_id": self.image_id,
+            "env": dict(self.env),
+            "port": self.port,
+            "probe": self.probe.to_record(),
+            "routing": self.routing.to_record(),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ImageArtifact:
+        return cls(
+            image=record["image"],
+            image_id=record["image_id"],
+            env=dict(record["env"]),
+            port=record.get("port"),
+            probe=Probe.from_record(record["probe"]),
+            routing=Routing.from_record(record.get("routing")),
+        )
+
+
+Artifact = DirectoryArtifact | ImageArtifact
+
+
+def artifact_from_record(record: Mapping[str, Any]) -> Artifact:
+    if record["kind"] == ImageArtifact.kind:
+        return ImageArtifact.from_record(record)
+    return DirectoryArtifact.from_record(record)
+
+
 class Buildpack(Protocol):
     jobtype: str
 
     def build_directory(self, request: BuildRequest) -> DirectoryArtifact:
-        """Build an immutable directory artifact for the local runtime (blocking)."""
+        """An immutable directory for the local runtime (blocking); BuildFailed if impossible."""
+        ...
+
+    def build_image(self, request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
+        """An image under a new tag for the docker runtime (blocking)."""
         ...
 
 

@@ -7,7 +7,7 @@ Errors name the field and the offending value, e.g.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -27,6 +27,9 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 JOB_TYPES = ("python3", "docker-http", "docker-proxy", "golang")
 MAX_MANIFEST_BYTES = 256 * 1024
+
+
+ExtraT = TypeVar("ExtraT", bound=BaseModel)
 
 
 class ManifestError(Exception):
@@ -109,6 +112,42 @@ class Python3Extra(_Strict):
         return value
 
 
+class DockerHttpExtra(_Strict):
+    """`jobtype_extra` of docker-http: your Dockerfile, your server on `$PORT`."""
+
+    dockerfile_path: str = "Dockerfile"
+    health_path: str | None = None
+
+    @field_validator("dockerfile_path")
+    @classmethod
+    def _dockerfile(cls, value: str) -> str:
+        return _relative_path(value)
+
+    @field_validator("health_path")
+    @classmethod
+    def _health(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("is not a path starting with '/'")
+        return value
+
+
+class DockerProxyExtra(DockerHttpExtra):
+    """`jobtype_extra` of docker-proxy: Racetrack's Dockerfile jobs, server on a fixed port."""
+
+    user_module_port: int = Field(default=7001, ge=1, le=65535)
+
+
+class GolangExtra(_Strict):
+    """`jobtype_extra` of golang: Racetrack's `Perform` convention in the root package."""
+
+    gomod: str = "go.mod"
+
+    @field_validator("gomod")
+    @classmethod
+    def _gomod(cls, value: str) -> str:
+        return _relative_path(value)
+
+
 # Older Racetrack manifests: where each section moved.
 RENAMED_FIELDS = {
     "lang": "jobtype",
@@ -118,8 +157,13 @@ RENAMED_FIELDS = {
     "docker": "jobtype_extra",
 }
 
-# Job types whose `jobtype_extra` is validated here; the others get theirs with their buildpacks.
-EXTRA_MODELS: dict[str, type[BaseModel]] = {"python3": Python3Extra}
+# Every job type's `jobtype_extra`, validated with the rest of the manifest.
+EXTRA_MODELS: dict[str, type[BaseModel]] = {
+    "python3": Python3Extra,
+    "docker-http": DockerHttpExtra,
+    "docker-proxy": DockerProxyExtra,
+    "golang": GolangExtra,
+}
 
 
 def _env_mapping(value: Any) -> Any:
@@ -233,12 +277,16 @@ class Manifest(_Strict):
         model = EXTRA_MODELS.get(self.jobtype_base)
         return None if model is None else model.model_validate(self.jobtype_extra)
 
+    def extra_as(self, model: type[ExtraT]) -> ExtraT:
+        """`jobtype_extra` as the model its job type uses (a buildpack asks for its own)."""
+        extra = self.extra()
+        if not isinstance(extra, model):
+            raise ManifestError([f"jobtype: {self.jobtype!r} has no {model.__name__}"])
+        return extra
+
     @property
     def python3(self) -> Python3Extra:
-        extra = self.extra()
-        if not isinstance(extra, Python3Extra):
-            raise ManifestError([f"jobtype: {self.jobtype!r} is not python3"])
-        return extra
+        return self.extra_as(Python3Extra)
 
 
 def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildpacks.build import BuildFailed
 from buildpacks.manifest import (
+    ENV_NAME_RE,
     Manifest,
     ManifestError,
     decode_manifest,
@@ -66,6 +68,34 @@ def _manifest_name(path: Path) -> str | None:
         return None
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) else None
+
+
+def require_file(root: Path, relative: str, field: str) -> Path:
+    """`root/relative`, which must be a file inside `root`; BuildFailed names the field."""
+    path = root / relative
+    if not path.is_file() or not is_inside(root, path):
+        raise BuildFailed(f"{field}: {relative!r} is not a file in the job's directory")
+    return path
+
+
+def read_env_file(root: Path, relative: str, field: str) -> dict[str, str]:
+    """`KEY=VALUE` lines (blank lines, `#` comments and `export ` prefixes allowed)."""
+    values: dict[str, str] = {}
+    path = require_file(root, relative, field)
+    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        name, equals, value = line.partition("=")
+        name = name.strip()
+        if not equals or not ENV_NAME_RE.match(name):
+            raise BuildFailed(f"{field}: line {number} of {relative!r} is not NAME=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
 
 
 def find_manifest(root: Path, job: str) -> Path:

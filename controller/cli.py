@@ -8,9 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
+from buildpacks.docker_build import DockerBuildSettings
 from controller.accounts import BadPublicKey
 from controller.errors import StartupError
-from controller.platform import Platform, Settings
+from controller.platform import Platform, Settings, display_host
+from controller.runtime_setup import RuntimeSettings
+from controller.runtimes.docker import HOST_NETWORK
 
 
 def _port(text: str) -> int:
@@ -72,7 +75,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between SIGTERM and SIGKILL when stopping an instance",
     )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    _docker_flags(serve.add_argument_group("docker runtime"))
     return parser
+
+
+def _docker_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--docker-network",
+        default=HOST_NETWORK,
+        metavar="NAME",
+        help="'host' (each container on its own loopback port) or a network where containers"
+        " are reached by name",
+    )
+    group.add_argument(
+        "--python-base-image",
+        metavar="IMAGE",
+        help="base of python3 job images (default: python:<python_version or 3.11>-slim)",
+    )
+    group.add_argument(
+        "--golang-base-image",
+        default=DockerBuildSettings.golang_base_image,
+        metavar="IMAGE",
+        help="image that compiles golang jobs",
+    )
+    group.add_argument(
+        "--golang-runtime-image",
+        default=DockerBuildSettings.golang_runtime_image,
+        metavar="IMAGE",
+        help="image golang job binaries run on",
+    )
+    group.add_argument(
+        "--build-ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle trusted by pip and apt inside image builds (corporate proxy or mirror)",
+    )
+    group.add_argument("--pip-index-url", metavar="URL", help="pip's index inside image builds")
+    group.add_argument(
+        "--keep-images",
+        type=int,
+        default=5,
+        metavar="N",
+        help="keep the images of each job's newest N releases, for rollbacks",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,12 +135,24 @@ def main(argv: list[str] | None = None) -> int:
         ssh_port=args.ssh_port,
         router_port=args.router_port,
         api_port=args.api_port,
-        runtime=args.runtime,
+        runtime=RuntimeSettings(
+            kind=args.runtime,
+            host=display_host(args.host),
+            stop_grace=args.stop_grace,
+            docker_network=args.docker_network,
+            build=DockerBuildSettings(
+                python_base_image=args.python_base_image,
+                golang_base_image=args.golang_base_image,
+                golang_runtime_image=args.golang_runtime_image,
+                ca_bundle=args.build_ca_bundle,
+                pip_index_url=args.pip_index_url,
+            ),
+        ),
         admin_keys=tuple(args.admin_key),
         public_url=args.public_url,
         auth=not args.no_auth,
         ready_timeout=args.ready_timeout,
-        stop_grace=args.stop_grace,
+        keep_releases=args.keep_images,
     )
     try:
         asyncio.run(Platform(settings).run(lambda banner: print(banner, flush=True)))

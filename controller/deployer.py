@@ -10,13 +10,22 @@ import asyncio
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from buildpacks.build import BuildFailed, Buildpack, BuildRequest
+from buildpacks.build import (
+    Artifact,
+    BuildFailed,
+    Buildpack,
+    BuildRequest,
+    ImageArtifact,
+    Routing,
+)
+from buildpacks.docker_build import ImageBuilder
 from buildpacks.manifest import Manifest, ManifestError
 from buildpacks.source import load_job_source
 from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, Runtime
@@ -64,6 +73,7 @@ class DeploySettings:
     public_url: str
     work_dir: Path
     ready_timeout: float = 180.0
+    keep_releases: int = 5  # artifacts of the newest N releases of a job are kept for rollbacks
 
 
 class Deployer:
@@ -76,18 +86,20 @@ class Deployer:
         runtime: Runtime,
         publish: Callable[[RouteSnapshot], None],
         settings: DeploySettings,
+        image_builder: ImageBuilder | None = None,
     ) -> None:
         self._store = store
         self._repos = repos
         self._buildpacks = buildpacks
         self._runtime = runtime
+        self._image_builder = image_builder
         self._publish_snapshot = publish
         self._settings = settings
         self._locks: dict[str, asyncio.Lock] = {}
         self._generation = 0
         self.serving: dict[tuple[str, str], Serving] = {}
         self.deploying: dict[str, Release] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[object]] = set()
 
     def job_url(self, job: str, version: str) -> str:
         return f"{self._settings.public_url}/pub/job/{job}/{version}/"
@@ -150,28 +162,78 @@ class Deployer:
                 manifest=manifest.model_dump(mode="json"),
             )
             build_log(f"Job {job} version {manifest.version}, jobtype {manifest.jobtype}")
+            if manifest.secret_runtime_env_file:
+                build_log("Warning: secret_runtime_env_file is not supported yet and was ignored")
             artifact = await self._build(release, manifest, source_dir, build_log)
         finally:
             await asyncio.to_thread(shutil.rmtree, checkout, True)
         release = self._store.set_artifact(release, artifact)
-        instances = await self._start(release, manifest, build_log)
-        try:
-            if branch is not None:
-                branch.apply()  # the commit point: from here on this release is the job's
-        except RefUpdateFailed as exc:
-            await self._stop_all(instances)
-            raise DeployFailed(str(exc)) from None
-        except BaseException as exc:
-            await self._stop_all(instances)
-            if isinstance(exc, Exception):
-                raise DeployFailed(f"could not move {branch.branch}: {exc}") from exc
-            raise
-        self._swap(Serving(release, manifest, instances))
+        await self._roll_out(release, manifest, build_log, branch)
         build_log(
             f"Deployed {job} {manifest.version} ({release.label}): "
             f"{self.job_url(job, manifest.version)}"
         )
+        self._in_background(self._prune(job))
         return self._store.finish_release(release, ReleaseStatus.SERVING, build_log=build_log.text)
+
+    async def _roll_out(
+        self, release: Release, manifest: Manifest, build_log: BuildLog, branch: RefUpdate | None
+    ) -> None:
+        """Start the release, move the branch (the commit point), swap the routes.
+
+        An artifact that holds a fixed host port (docker-proxy in host network mode) cannot
+        run beside the release it replaces: that one is stopped first, and started again if
+        the new release fails.
+        """
+        assert release.artifact is not None and release.version is not None
+        key = (release.job, release.version)
+        exclusive = self._runtime.exclusive_port(release.artifact)
+        displaced: Serving | None = None
+        if exclusive is not None:
+            if manifest.replicas > 1:
+                raise DeployFailed(
+                    f"replicas: {manifest.replicas} instances cannot share port {exclusive}"
+                    " (the job's fixed port, in host network mode); use 1 replica or a"
+                    " named docker network"
+                )
+            displaced = self.serving.pop(key, None)
+            if displaced is not None:
+                build_log(
+                    f"Warning: port {exclusive} is fixed in host network mode: stopping"
+                    f" {displaced.release.label} before starting {release.label}"
+                )
+                self.publish()
+                await self._stop_all(displaced.instances)
+        try:
+            instances = await self._start(release, manifest, build_log)
+            try:
+                if branch is not None:
+                    branch.apply()  # the commit point: from here on this release is the job's
+            except BaseException as exc:
+                await self._stop_all(instances)
+                if isinstance(exc, RefUpdateFailed):
+                    raise DeployFailed(str(exc)) from None
+                if isinstance(exc, Exception):
+                    raise DeployFailed(f"could not move the branch: {exc}") from exc
+                raise
+        except BaseException:
+            if displaced is not None:
+                await self._reinstate(displaced)
+            raise
+        self._swap(Serving(release, manifest, instances))
+
+    async def _reinstate(self, previous: Serving) -> None:
+        """Start a release that was stopped to make room for one that then failed."""
+        try:
+            instances = await self._start(previous.release, previous.manifest, _quiet())
+        except DeployFailed as exc:
+            log.error("could not start %s again: %s", previous.release.label, exc)
+            return
+        assert previous.release.version is not None
+        self.serving[(previous.release.job, previous.release.version)] = Serving(
+            previous.release, previous.manifest, instances
+        )
+        self.publish()
 
     async def _read_source(
         self, job: str, commit: str, checkout: Path, build_log: BuildLog
@@ -207,8 +269,14 @@ class Deployer:
             source_dir=source_dir,
             progress=lambda line: loop.call_soon_threadsafe(build_log, line),
         )
+        artifact: Artifact
         try:
-            artifact = await asyncio.to_thread(buildpack.build_directory, request)
+            if self._runtime.artifact_kind == ImageArtifact.kind:
+                assert self._image_builder is not None
+                builder = self._image_builder
+                artifact = await asyncio.to_thread(buildpack.build_image, request, builder)
+            else:
+                artifact = await asyncio.to_thread(buildpack.build_directory, request)
         except BuildFailed as exc:
             raise DeployFailed(f"build failed: {exc}") from None
         return artifact.to_record()
@@ -223,19 +291,30 @@ class Deployer:
         }
 
     async def _start(
-        self, release: Release, manifest: Manifest, build_log: BuildLog
+        self, release: Release, manifest: Manifest, build_log: BuildLog, *, adopt: bool = False
     ) -> list[Instance]:
+        """Start the release's instances (after a restart, adopt those still running) and wait
+        until every one is ready; on any failure, stop them all."""
         assert release.artifact is not None and release.version is not None
         env = self._instance_env(release, manifest)
         specs = [
-            InstanceSpec(release.job, release.version, release.number, i, release.artifact, env)
+            InstanceSpec(
+                release.job,
+                release.version,
+                release.number,
+                i,
+                release.artifact,
+                env,
+                manifest.resources,
+            )
             for i in range(manifest.replicas)
         ]
         build_log(f"Starting {len(specs)} instance(s) on the {self._runtime.name} runtime")
         instances: list[Instance] = []
         try:
             for spec in specs:
-                instances.append(await self._runtime.start(spec))
+                adopted = await self._runtime.adopt(spec) if adopt else None
+                instances.append(adopted or await self._runtime.start(spec))
             await asyncio.gather(
                 *(self._runtime.wait_ready(i, self._settings.ready_timeout) for i in instances)
             )
@@ -265,23 +344,34 @@ class Deployer:
         self.publish()
         self._store.supersede_serving(new.release)
         if old is not None:
-            task = asyncio.ensure_future(self._stop_all(old.instances))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._in_background(self._stop_all(old.instances))
+
+    def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
+        """Work the push need not wait for; shutdown waits for it."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _prune(self, job: str) -> None:
+        """Keep the artifacts of the job's newest releases (for rollbacks), drop older ones."""
+        in_use: set[str] = set()
+        for serving in self.serving.values():
+            artifact = serving.release.artifact or {}
+            if serving.release.job == job and artifact.get("kind") == ImageArtifact.kind:
+                in_use |= {artifact["image"], artifact["image_id"]}
+        try:
+            removed = await self._runtime.prune(job, self._settings.keep_releases, in_use)
+        except Exception:
+            log.exception("pruning old artifacts of %s failed", job)
+            return
+        if removed:
+            log.info("pruned %d old artifact(s) of %s: %s", len(removed), job, ", ".join(removed))
 
     def publish(self) -> None:
         self._generation += 1
-        routes = [
-            JobRoute(
-                job=s.release.job,
-                version=s.manifest.version,
-                release=s.release.number,
-                upstreams=tuple(i.url for i in s.instances),
-                public_endpoints=frozenset(s.manifest.public_endpoints),
-            )
-            for s in self.serving.values()
-        ]
-        self._publish_snapshot(RouteSnapshot.build(routes, self._generation))
+        self._publish_snapshot(
+            RouteSnapshot.build([route_of(s) for s in self.serving.values()], self._generation)
+        )
 
     async def restore(self) -> None:
         """After a restart: mark interrupted deploys failed and start, side by side, every
@@ -299,7 +389,7 @@ class Deployer:
         assert release.version is not None
         try:
             manifest = Manifest.model_validate(release.manifest)
-            instances = await self._start(release, manifest, BuildLog(lambda _line: None))
+            instances = await self._start(release, manifest, _quiet(), adopt=True)
         except (DeployFailed, ValidationError) as exc:
             log.error("could not restore %s %s: %s", release.job, release.label, exc)
             return
@@ -310,5 +400,24 @@ class Deployer:
     async def shutdown(self) -> None:
         self.serving.clear()
         self.publish()
-        await asyncio.gather(*self._retiring)
+        await asyncio.gather(*self._background)
         await self._runtime.close()
+
+
+def _quiet() -> BuildLog:
+    return BuildLog(lambda _line: None)
+
+
+def route_of(serving: Serving) -> JobRoute:
+    release, manifest = serving.release, serving.manifest
+    routing = Routing.from_record((release.artifact or {}).get("routing"))
+    return JobRoute(
+        job=release.job,
+        version=manifest.version,
+        release=release.number,
+        upstreams=tuple(i.url for i in serving.instances),
+        public_endpoints=frozenset(manifest.public_endpoints),
+        commit=release.commit_sha,
+        strip_prefix=routing.strip_prefix,
+        platform_probes=routing.platform_probes,
+    )

@@ -14,6 +14,9 @@ from typing import TypeVar
 from aiohttp import web
 
 from buildpacks.build import Buildpack
+from buildpacks.docker_http import DockerHttpBuildpack
+from buildpacks.docker_proxy import DockerProxyBuildpack
+from buildpacks.golang import GolangBuildpack
 from buildpacks.python3 import Python3Buildpack
 from controller.accounts import Accounts
 from controller.api import make_api_app
@@ -21,7 +24,7 @@ from controller.authorization import CallAuthorizer
 from controller.deployer import Deployer, DeploySettings
 from controller.errors import StartupError
 from controller.keyfiles import load_or_create_host_key, load_or_create_token_key
-from controller.runtimes.local import LocalRuntime
+from controller.runtime_setup import RuntimeSettings, make_runtime
 from controller.services import Services
 from controller.ssh_operations import SshOperations
 from controller.store import Store
@@ -41,12 +44,12 @@ class Settings:
     ssh_port: int = 2222
     router_port: int = 7105
     api_port: int = 7102
-    runtime: str = "local"
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     admin_keys: tuple[Path, ...] = ()
     public_url: str | None = None
     auth: bool = True
     ready_timeout: float = 180.0
-    stop_grace: float = 10.0
+    keep_releases: int = 5
 
 
 def _os_reason(exc: OSError) -> str:
@@ -54,7 +57,7 @@ def _os_reason(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
-def _display_host(host: str) -> str:
+def display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
@@ -89,12 +92,9 @@ class Platform:
 
     async def start(self) -> None:
         settings = self.settings
-        if settings.runtime != "local":
-            raise StartupError(
-                f"--runtime {settings.runtime}: not available yet; this build runs --runtime local"
-            )
         data = settings.data_dir.resolve()
         data.mkdir(parents=True, exist_ok=True)
+        runtime, image_builder = make_runtime(settings.runtime, data)
         self._store = store = Store(data / "racetrack.db")
         accounts = Accounts(store, TokenMinter(load_or_create_token_key(data)))
         for key_path in settings.admin_keys:
@@ -106,23 +106,28 @@ class Platform:
         runner = await _serve_http(router.make_app(), settings.host, settings.router_port, "router")
         self._runners.append(runner)
         router_port = runner.addresses[0][1]
-        shown_host = _display_host(settings.host)
+        shown_host = display_host(settings.host)
         public_url = (settings.public_url or f"http://{shown_host}:{router_port}").rstrip("/")
 
         repos = RepoStore(data / "repos")
         buildpacks: dict[str, Buildpack] = {
-            "python3": Python3Buildpack(data / "artifacts", data / "buildcache")
+            "python3": Python3Buildpack(data / "artifacts", data / "buildcache"),
+            "docker-http": DockerHttpBuildpack(),
+            "docker-proxy": DockerProxyBuildpack(),
+            "golang": GolangBuildpack(),
         }
         self._deployer = deployer = Deployer(
             store=store,
             repos=repos,
             buildpacks=buildpacks,
-            runtime=LocalRuntime(data, shutdown_grace=settings.stop_grace),
+            runtime=runtime,
+            image_builder=image_builder,
             publish=router.publish,
             settings=DeploySettings(
                 public_url=public_url,
                 work_dir=data / "work",
                 ready_timeout=settings.ready_timeout,
+                keep_releases=settings.keep_releases,
             ),
         )
         services = Services(store, accounts, deployer, auth_required=settings.auth)

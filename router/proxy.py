@@ -139,14 +139,27 @@ class Router:
                 request_id=tracing_id,
             )
         path = _upstream_path(request.raw_path)
-        if self._authorizer is not None and not route.is_public(path.partition("?")[0]):
+        bare_path = path.partition("?")[0]
+        probe = route.probe_answer(bare_path)
+        if probe is not None:  # only ready instances are routed: the platform knows the answer
+            return web.json_response(probe)
+        if self._authorizer is not None and not route.is_public(bare_path):
             denied = await self._authorizer(
-                token_from_request(request), job, route.version, path.partition("?")[0]
+                token_from_request(request), job, route.version, bare_path
             )
             if denied is not None:
                 self._requests.labels(job, route.version, str(denied.status)).inc()
                 return _json_error(denied.status, denied.reason, request_id=tracing_id)
-        return await self._forward(request, route, path, tracing_id)
+        upstream_path = route.upstream_path(path)
+        if upstream_path is None:
+            return _json_error(
+                404,
+                f"job {job} {route.version} answers under {route.strip_prefix}/ only",
+                job=job,
+                version=route.version,
+                request_id=tracing_id,
+            )
+        return await self._forward(request, route, upstream_path, tracing_id)
 
     def _upstream_headers(
         self, request: web.Request, route: JobRoute, tracing_id: str

@@ -26,11 +26,41 @@ class JobRoute:
     release: int
     upstreams: tuple[str, ...]  # base URLs such as http://127.0.0.1:40123
     public_endpoints: frozenset[str] = frozenset()
+    commit: str = ""
+    # docker-proxy jobs: `/api/v1/<path>` goes upstream as `/<path>`, probes are answered here
+    strip_prefix: str | None = None
+    platform_probes: bool = False
     _next: itertools.count = field(default_factory=itertools.count, compare=False, repr=False)
 
     def pick_upstream(self) -> str:
         """Round-robin over the instances (itertools.count is atomic under the GIL)."""
         return self.upstreams[next(self._next) % len(self.upstreams)]
+
+    def upstream_path(self, path: str) -> str | None:
+        """The path to send upstream (query kept), or None when this route has no such path."""
+        if self.strip_prefix is None:
+            return path
+        bare, question, query = path.partition("?")
+        if bare != self.strip_prefix and not bare.startswith(self.strip_prefix + "/"):
+            return None
+        return (bare[len(self.strip_prefix) :] or "/") + question + query
+
+    def probe_answer(self, path: str) -> dict[str, object] | None:
+        """For routes whose probes the platform answers: the body for /live, /ready, /health."""
+        if not self.platform_probes:
+            return None
+        answers: dict[str, dict[str, object]] = {
+            "/live": {"live": True, "status": "ready"},
+            "/ready": {"ready": True},
+            "/health": {
+                "service": "job",
+                "job_name": self.job,
+                "job_version": self.version,
+                "git_version": self.commit,
+                "status": "pass",
+            },
+        }
+        return answers.get(path.rstrip("/") or "/")
 
     def is_public(self, path: str) -> bool:
         """Exact match: a public `/api/v1/perform` does not open `/api/v1/perform2`."""

@@ -265,6 +265,15 @@ def python_job(
     }
 
 
+def wait_for(condition: Any, what: str, deadline: float = 60.0) -> None:
+    """Poll `condition` until it is true; fail naming `what` after `deadline` seconds."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
 def job_processes(data_dir: Path, job: str = "") -> list[int]:
     """PIDs of job wrappers started from the data dir's artifacts (of `job`, if given)."""
     needle = f"{data_dir / 'artifacts'}/{job + '/' if job else ''}".encode()

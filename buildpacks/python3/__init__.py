@@ -1,5 +1,23 @@
-"""The python3 job type: Racetrack's `JobEntrypoint` convention."""
+"""The python3 job type: Racetrack's `JobEntrypoint` convention, as a directory or an image."""
 
-from buildpacks.python3.builder import Python3Buildpack
+from __future__ import annotations
 
-__all__ = ["Python3Buildpack"]
+from pathlib import Path
+
+from buildpacks.build import BuildRequest, DirectoryArtifact, ImageArtifact
+from buildpacks.docker_build import ImageBuilder
+from buildpacks.python3 import image
+from buildpacks.python3.directory import DirectoryBuilder
+
+
+class Python3Buildpack:
+    jobtype = "python3"
+
+    def __init__(self, artifacts_root: Path, cache_root: Path) -> None:
+        self._directories = DirectoryBuilder(artifacts_root, cache_root)
+
+    def build_directory(self, request: BuildRequest) -> DirectoryArtifact:
+        return self._directories.build(request)
+
+    def build_image(self, request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
+        return image.build_image(request, builder)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from buildpacks.manifest import Resources
+
+
+def free_port(host: str) -> int:
+    """A port that is free now (the kernel may hand it out again later: bind it soon)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 class InstanceFailed(Exception):
@@ -19,6 +29,7 @@ class InstanceSpec:
     index: int
     artifact: Mapping[str, Any]  # the buildpack's artifact record
     env: Mapping[str, str]
+    resources: Resources | None = None
 
     @property
     def name(self) -> str:
@@ -37,8 +48,23 @@ class Instance(Protocol):
 
 class Runtime(Protocol):
     name: str
+    artifact_kind: str  # what the buildpacks must build for it: "directory" or "image"
 
     async def start(self, spec: InstanceSpec) -> Instance: ...
+
+    async def adopt(self, spec: InstanceSpec) -> Instance | None:
+        """After a restart: the instance still running from before, if the runtime keeps them."""
+        ...
+
+    def exclusive_port(self, artifact: Mapping[str, Any]) -> int | None:
+        """A port that only one instance of this artifact can hold at a time, if any: then a
+        release replacing another must stop it before it can start."""
+        ...
+
+    async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
+        """Remove old artifacts of `job` beyond the newest `keep` releases, never those in
+        `in_use`; return what was removed."""
+        ...
 
     async def wait_ready(self, instance: Instance, timeout: float) -> None:
         """Return once the instance answers /ready; raise InstanceFailed otherwise."""

@@ -7,29 +7,24 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from buildpacks.build import DirectoryArtifact
-from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec
+from controller.runtimes.base import Instance, InstanceSpec, free_port
+from controller.runtimes.probes import PROBE_TIMEOUT, probe_once, wait_until_ready
 
 log = logging.getLogger("racetrack.runtime.local")
 
 # Only these are passed through from the platform's environment: a job must not inherit the
 # platform's secrets by accident.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
-PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def log_tail(path: Path, lines: int = 5) -> str:
@@ -43,7 +38,7 @@ def log_tail(path: Path, lines: int = 5) -> str:
 
 @dataclass(eq=False)  # identity semantics: instances live in a set
 class LocalInstance:
-    name: str
+    spec: InstanceSpec
     host: str
     port: int
     log_path: Path
@@ -51,16 +46,17 @@ class LocalInstance:
     stopping: bool = field(default=False)
 
     @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def name(self) -> str:
+        return self.spec.name
 
     @property
-    def running(self) -> bool:
-        return self.process.returncode is None
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
 
 class LocalRuntime:
     name = "local"
+    artifact_kind = DirectoryArtifact.kind
 
     def __init__(
         self, data_dir: Path, host: str = "127.0.0.1", shutdown_grace: float = 10.0
@@ -109,51 +105,49 @@ class LocalRuntime:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() signals the whole job
             )
-        instance = LocalInstance(spec.name, self._host, port, log_path, process)
+        instance = LocalInstance(spec, self._host, port, log_path, process)
         self._instances.add(instance)
         log.info("started %s (pid %d, port %d)", spec.name, process.pid, port)
         return instance
 
     async def wait_ready(self, instance: Instance, timeout: float) -> None:
         assert isinstance(instance, LocalInstance)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        interval = 0.02
+        artifact = DirectoryArtifact.from_record(instance.spec.artifact)
         session = self._probe_session()
         exited = asyncio.ensure_future(instance.process.wait())
+
+        async def failure() -> str | None:
+            if not exited.done():
+                return None
+            return (
+                f"{instance.name} exited with status {instance.process.returncode}"
+                f" before it was ready: {log_tail(instance.log_path)}"
+            )
+
+        async def tail() -> str:
+            return log_tail(instance.log_path)
+
         try:
-            while True:
-                if exited.done():
-                    raise InstanceFailed(
-                        f"{instance.name} exited with status {instance.process.returncode}"
-                        f" before it was ready: {log_tail(instance.log_path)}"
-                    )
-                if await self._probe(session, instance):
-                    return
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise InstanceFailed(
-                        f"{instance.name} was not ready within {timeout:.0f}s:"
-                        f" {log_tail(instance.log_path)}"
-                    )
-                # Wake on whichever comes first: the process exiting or the next probe.
-                await asyncio.wait([exited], timeout=min(interval, remaining))
-                interval = min(interval * 1.5, 0.5)
+            await wait_until_ready(
+                instance.name,
+                timeout,
+                ready=lambda: probe_once(session, instance.name, instance.url, artifact.probe),
+                failure=failure,
+                log_tail=tail,
+                wake=exited,
+            )
         finally:
             if not exited.done():
                 exited.cancel()
 
-    async def _probe(self, session: aiohttp.ClientSession, instance: LocalInstance) -> bool:
-        """True when /ready is 200; raises InstanceFailed when /live reports a failed start."""
-        try:
-            async with session.get(instance.url + "/live") as live:
-                if live.status == 500:
-                    reason = await _error_text(live)
-                    raise InstanceFailed(f"{instance.name} failed to start: {reason}")
-            async with session.get(instance.url + "/ready") as ready:
-                return ready.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False  # not listening yet
+    async def adopt(self, spec: InstanceSpec) -> None:
+        return None  # child processes end with the platform; they are always started anew
+
+    def exclusive_port(self, artifact: Mapping[str, Any]) -> int | None:
+        return None
+
+    async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
+        return []  # release directories are small (venvs are shared) and are kept
 
     async def stop(self, instance: Instance) -> None:
         """SIGTERM to the instance's process group, SIGKILL after the grace; then SIGKILL to
@@ -178,11 +172,3 @@ class LocalRuntime:
         await asyncio.gather(*(self.stop(instance) for instance in list(self._instances)))
         if self._session is not None:
             await self._session.close()
-
-
-async def _error_text(response: aiohttp.ClientResponse) -> str:
-    try:
-        body = await response.json(content_type=None)
-        return str(body.get("error") or body)
-    except (ValueError, aiohttp.ClientError):
-        return (await response.text())[:500]

@@ -7,13 +7,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO_ROOT
+from tests.harness import REPO_ROOT, wait_for
 
 DEADLINE = 20.0
 
@@ -37,14 +36,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -73,7 +64,7 @@ def job(tmp_path: Path):
         except OSError:
             return False
 
-    wait_until(ready, "the wrapper to be ready")
+    wait_for(ready, "the wrapper to be ready")
     yield process, port, tmp_path
     if process.poll() is None:
         process.kill()
@@ -118,10 +109,10 @@ def test_sigterm_lets_a_call_in_flight_finish_its_whole_response(job):
         target=lambda: results.update(answer=post(port, {"size": size, "wait_for": str(gate)}))
     )
     caller.start()
-    wait_until(lambda: (workdir / "gate.started").exists(), "perform to start")
+    wait_for(lambda: (workdir / "gate.started").exists(), "perform to start")
 
     process.send_signal(signal.SIGTERM)
-    wait_until(lambda: not _accepts(port), "the listener to close")
+    wait_for(lambda: not _accepts(port), "the listener to close")
     gate.touch()
     caller.join(DEADLINE)
 

@@ -26,24 +26,22 @@ from pathlib import Path
 
 from buildpacks.build import BuildFailed, BuildRequest, DirectoryArtifact, Progress, run_logged
 from buildpacks.manifest import Python3Extra
-from buildpacks.source import is_inside
+from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, wrapper_env
 
-WRAPPER_PACKAGE = Path(__file__).parent / "racetrack_job_wrapper"
 COMPLETE_MARKER = ".racetrack-complete"
 
 
-class Python3Buildpack:
-    jobtype = "python3"
+class DirectoryBuilder:
+    """Builds python3 release directories under `artifacts_root`, venvs under `cache_root`."""
 
     def __init__(self, artifacts_root: Path, cache_root: Path) -> None:
         self._artifacts_root = artifacts_root
         self._cache_root = cache_root / "python3"
 
-    def build_directory(self, request: BuildRequest) -> DirectoryArtifact:
+    def build(self, request: BuildRequest) -> DirectoryArtifact:
         extra = request.manifest.python3
         progress = request.progress
-        _require_file(request.source_dir, extra.entrypoint_path, "jobtype_extra.entrypoint_path")
-        requirements = self._requirements(request.source_dir, extra, progress)
+        requirements = check_source(request.source_dir, extra, progress)
         self._warn_python_version(extra, progress)
 
         venv = self._dependency_venv(request.source_dir, requirements, extra, progress)
@@ -72,28 +70,14 @@ class Python3Buildpack:
             command=("{artifact}/venv/bin/python", "-m", WRAPPER_PACKAGE.name),
             cwd="{artifact}/src",
             env={
-                "PYTHONPATH": "{artifact}/wrapper",
-                "PYTHONDONTWRITEBYTECODE": "1",
+                **wrapper_env(extra, job_dir="{artifact}/src", wrapper_dir="{artifact}/wrapper"),
                 "PYTHONNOUSERSITE": "1",
-                "JOB_DIR": "{artifact}/src",
-                "ENTRYPOINT_PATH": extra.entrypoint_path,
-                "ENTRYPOINT_CLASS": extra.entrypoint_class or "",
             },
         )
         (dest / "artifact.json").write_text(json.dumps(artifact.to_record(), indent=2) + "\n")
         make_read_only(dest)
         progress(f"Built {dest.name}")
         return artifact
-
-    def _requirements(self, source: Path, extra: Python3Extra, progress: Progress) -> Path | None:
-        if extra.requirements_path is None:
-            if (source / "requirements.txt").is_file():
-                progress(
-                    "Note: requirements.txt is not installed because "
-                    "jobtype_extra.requirements_path is not set"
-                )
-            return None
-        return _require_file(source, extra.requirements_path, "jobtype_extra.requirements_path")
 
     def _warn_python_version(self, extra: Python3Extra, progress: Progress) -> None:
         running = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -167,13 +151,6 @@ class Python3Buildpack:
             )
         except BuildFailed:
             progress("Warning: some Python files do not compile (see above)")
-
-
-def _require_file(root: Path, relative: str, field: str) -> Path:
-    path = root / relative
-    if not path.is_file() or not is_inside(root, path):
-        raise BuildFailed(f"{field}: {relative!r} is not a file in the job's directory")
-    return path
 
 
 @contextmanager

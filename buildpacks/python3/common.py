@@ -1,0 +1,35 @@
+"""What both python3 targets (directory and image) share: source checks and the wrapper's env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from buildpacks.build import Progress
+from buildpacks.manifest import Python3Extra
+from buildpacks.source import require_file
+
+WRAPPER_PACKAGE = Path(__file__).parent / "racetrack_job_wrapper"
+
+
+def check_source(source: Path, extra: Python3Extra, progress: Progress) -> Path | None:
+    """Fail early on a missing entrypoint; return the requirements file, if one is set."""
+    require_file(source, extra.entrypoint_path, "jobtype_extra.entrypoint_path")
+    if extra.requirements_path is None:
+        if (source / "requirements.txt").is_file():
+            progress(
+                "Note: requirements.txt is not installed because "
+                "jobtype_extra.requirements_path is not set"
+            )
+        return None
+    return require_file(source, extra.requirements_path, "jobtype_extra.requirements_path")
+
+
+def wrapper_env(extra: Python3Extra, *, job_dir: str, wrapper_dir: str) -> dict[str, str]:
+    """How racetrack_job_wrapper finds the job's class."""
+    return {
+        "PYTHONPATH": wrapper_dir,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "JOB_DIR": job_dir,
+        "ENTRYPOINT_PATH": extra.entrypoint_path,
+        "ENTRYPOINT_CLASS": extra.entrypoint_class or "",
+    }

@@ -1,0 +1,69 @@
+"""Choosing the runtime `racetrack serve` runs jobs on, and what builds its artifacts."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from buildpacks.docker_build import DockerBuildSettings, ImageBuilder
+from controller.errors import StartupError
+from controller.runtimes.base import Runtime
+from controller.runtimes.docker import HOST_NETWORK, DockerRuntime
+from controller.runtimes.local import LocalRuntime
+
+PLATFORM_ID_NAME = "platform-id"
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    kind: str = "local"
+    host: str = "127.0.0.1"
+    stop_grace: float = 10.0
+    docker_network: str = HOST_NETWORK
+    build: DockerBuildSettings = field(default_factory=DockerBuildSettings)
+
+
+def platform_id(data_dir: Path) -> str:
+    """This platform's identity on a shared Docker engine (labels on its images, containers)."""
+    path = data_dir / PLATFORM_ID_NAME
+    if not path.exists():
+        path.write_text(secrets.token_hex(6) + "\n")
+    return path.read_text().strip()
+
+
+def make_runtime(settings: RuntimeSettings, data_dir: Path) -> tuple[Runtime, ImageBuilder | None]:
+    if settings.kind == "local":
+        return LocalRuntime(data_dir, host=settings.host, shutdown_grace=settings.stop_grace), None
+    if settings.kind != "docker":
+        raise StartupError(f"--runtime {settings.kind}: not available yet (use local or docker)")
+    ca_bundle = settings.build.ca_bundle
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise StartupError(f"--build-ca-bundle {ca_bundle}: no such file")
+    try:
+        client = docker.from_env()
+        client.ping()
+        if settings.docker_network != HOST_NETWORK:
+            client.networks.get(settings.docker_network)
+    except docker.errors.NotFound:
+        raise StartupError(
+            f"--docker-network {settings.docker_network}: no such network on the engine"
+            f" (create it: docker network create {settings.docker_network})"
+        ) from None
+    except docker.errors.DockerException as exc:
+        raise StartupError(
+            f"--runtime docker: cannot reach the Docker engine ({exc}); start it with"
+            " scripts/setup-docker"
+        ) from None
+    identity = platform_id(data_dir)
+    runtime = DockerRuntime(
+        client,
+        platform_id=identity,
+        network=settings.docker_network,
+        host=settings.host,
+        shutdown_grace=settings.stop_grace,
+    )
+    return runtime, ImageBuilder(client, settings.build, identity)

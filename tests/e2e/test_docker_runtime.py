@@ -1,0 +1,346 @@
+"""`racetrack serve --runtime docker` against the real engine that scripts/setup-docker starts.
+
+In CI (CI=true) a missing engine fails these tests; elsewhere they are skipped with the reason.
+"""
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import JobRepo, Server, python_job, wait_for
+
+BASE_IMAGE = "racetrack/python3-base:bookworm"
+GOLANG_IMAGE = "racetrack/golang-base:bookworm"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def docker(*args: str) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def engine_problem() -> str | None:
+    try:
+        subprocess.run(["docker", "info"], capture_output=True, check=True, timeout=30)
+        subprocess.run(
+            ["docker", "image", "inspect", BASE_IMAGE], capture_output=True, check=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return f"no Docker engine with {BASE_IMAGE}: run scripts/setup-docker"
+    return None
+
+
+problem = engine_problem()
+if problem is not None:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(f"docker tests must run in CI: {problem}")
+    pytest.skip(problem, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def dserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(
+        tmp_path_factory.mktemp("racetrack-docker"),
+        extra_args=(
+            "--runtime", "docker",
+            "--python-base-image", BASE_IMAGE,
+            "--golang-base-image", GOLANG_IMAGE,
+            "--golang-runtime-image", BASE_IMAGE,
+            "--build-ca-bundle", CA_BUNDLE,
+            "--keep-images", "2",
+        ),
+    ).start()  # fmt: skip
+    yield running
+    running.stop()
+    platform = (running.data_dir / "platform-id").read_text().strip()
+    containers = docker("ps", "-aq", "--filter", f"label=racetrack.platform={platform}").split()
+    if containers:
+        docker("rm", "-f", *containers)
+    images = docker("images", "-q", "--filter", f"label=racetrack.platform={platform}").split()
+    if images:
+        docker("rmi", "-f", *sorted(set(images)))
+
+
+@pytest.fixture(scope="module")
+def dtoken(dserver: Server) -> str:
+    return dserver.token()
+
+
+def containers_of(job: str) -> list[dict]:
+    ids = docker("ps", "-aq", "--filter", f"label=racetrack.job={job}").split()
+    return json.loads(docker("inspect", *ids)) if ids else []
+
+
+def tags_of(job: str) -> list[str]:
+    out = docker("images", f"racetrack-job/{job}", "--format", "{{.Repository}}:{{.Tag}}")
+    return sorted(out.split())
+
+
+def test_python3_job_with_requirements_replicas_and_limits(dserver, dtoken, workdir, job_name):
+    files = python_job(job_name, "import six; return [sum(numbers), six.__name__]")
+    files["job.yaml"] += (
+        "  requirements_path: requirements.txt\n"
+        "replicas: 2\n"
+        "resources:\n  memory_min: 64Mi\n  memory_max: 256Mi\n  cpu_min: 250m\n  cpu_max: 500m\n"
+        "runtime_env:\n  GREETING: hello\n"
+    )
+    files["requirements.txt"] = "six\n"
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    commit = repo.git("rev-parse", "HEAD").strip()
+
+    pushed = dserver.push(repo)
+
+    assert pushed.returncode == 0, pushed.stderr
+    tag = f"racetrack-job/{job_name}:1.0.0-r1-{commit[:12]}"
+    assert f"Successfully tagged {tag}" in pushed.stderr
+    assert dserver.call(job_name, "latest", payload={"numbers": [2, 3]}, token=dtoken) == (
+        200,
+        [5, "six"],
+    )
+    labels = json.loads(docker("image", "inspect", tag))[0]["Config"]["Labels"]
+    assert {k: labels[k] for k in labels if k != "racetrack.platform"} == {
+        "racetrack.job": job_name,
+        "racetrack.version": "1.0.0",
+        "racetrack.release": "1",
+        "racetrack.commit": commit,
+    }
+    containers = sorted(containers_of(job_name), key=lambda c: c["Name"])
+    assert [c["Name"] for c in containers] == [
+        f"/rt-{job_name}-1.0.0-r1-0",
+        f"/rt-{job_name}-1.0.0-r1-1",
+    ]
+    for container in containers:
+        host = container["HostConfig"]
+        assert host["Memory"] == 256 * 2**20
+        assert host["MemoryReservation"] == 64 * 2**20
+        assert host["NanoCpus"] == 500_000_000
+        assert host["CpuShares"] == 256
+        assert host["RestartPolicy"]["Name"] == "unless-stopped"
+        assert host["NetworkMode"] == "host"
+        env = dict(item.split("=", 1) for item in container["Config"]["Env"])
+        assert env["GREETING"] == "hello" and env["JOB_NAME"] == job_name
+        assert env["JOB_VERSION"] == "1.0.0" and env["PUB_URL"] == f"{dserver.router_url}/pub"
+        assert container["Config"]["Labels"]["racetrack.release"] == "1"
+
+
+def test_code_only_change_gets_a_new_tag_and_reuses_the_dependency_layer(
+    dserver, dtoken, workdir, job_name
+):
+    files = python_job(job_name, "import six; return 'one'", signature="")
+    files["job.yaml"] += "  requirements_path: requirements.txt\n"
+    files["requirements.txt"] = "six\n"
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    assert dserver.push(repo).returncode == 0
+    first_tags = tags_of(job_name)
+
+    repo.commit({"entry.py": files["entry.py"].replace("'one'", "'two'")})
+    pushed = dserver.push(repo)
+
+    assert pushed.returncode == 0, pushed.stderr
+    pip_step = pushed.stderr.index("pip install --no-cache-dir")
+    assert pushed.stderr[pip_step:].splitlines()[1].strip() == "remote:    ---> Using cache"
+    assert dserver.call(job_name, "latest", payload={}, token=dtoken) == (200, "two")
+    tags = tags_of(job_name)
+    assert len(tags) == 2 and set(first_tags) < set(tags), "the old tag is still there"
+
+
+def test_old_images_beyond_the_kept_releases_are_pruned(dserver, dtoken, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name, "return 0", signature=""))
+    assert dserver.push(repo).returncode == 0
+    for n in (1, 2, 3):
+        repo.commit(python_job(job_name, f"return {n}", signature=""))
+        assert dserver.push(repo).returncode == 0
+    assert dserver.call(job_name, "latest", payload={}, token=dtoken) == (200, 3)
+    # --keep-images 2: releases r3 and r4 keep their images; pruning runs after the push
+    wait_for(
+        lambda: [t.rsplit("-r", 1)[1].split("-")[0] for t in tags_of(job_name)] == ["3", "4"],
+        "old images to be pruned",
+    )
+    assert not [c for c in containers_of(job_name) if c["State"]["Status"] != "running"], (
+        "replaced containers are removed"
+    )
+
+
+DOCKER_HTTP_SERVER = """
+import http.server, json, os
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "port": os.environ["PORT"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+port = int(os.environ.get("PORT", "7000"))
+host = os.environ.get("LISTEN_HOST", "0.0.0.0")
+http.server.ThreadingHTTPServer((host, port), Handler).serve_forever()
+"""
+
+
+def dockerfile_job(name: str, jobtype: str, extra: str = "", server: str = DOCKER_HTTP_SERVER):
+    return {
+        "job.yaml": (
+            f"name: {name}\nowner_email: dev@example.com\njobtype: {jobtype}\nversion: 1.0.0\n"
+            + (f"jobtype_extra:\n{extra}" if extra else "")
+        ),
+        "Dockerfile": (
+            f'FROM {BASE_IMAGE}\nCOPY server.py /server.py\nCMD ["python3", "/server.py"]\n'
+        ),
+        "server.py": server,
+    }
+
+
+def test_docker_http_job_gets_the_path_unchanged(dserver, dtoken, workdir, job_name):
+    repo = JobRepo.create(
+        workdir / "job", job_name, dockerfile_job(job_name, "docker-http", "  health_path: /up\n")
+    )
+    pushed = dserver.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    status, body = dserver.call(job_name, "latest", "/some/path?q=1", token=dtoken)
+    assert status == 200
+    assert body["path"] == "/some/path?q=1"
+    assert body["port"] != "7000", "in host network mode each container gets its own port"
+
+
+PROXY_SERVER = DOCKER_HTTP_SERVER.replace(
+    'port = int(os.environ.get("PORT", "7000"))', "port = 7001"
+).replace('host = os.environ.get("LISTEN_HOST", "0.0.0.0")', 'host = "127.0.0.1"')
+assert "port = 7001" in PROXY_SERVER and 'host = "127.0.0.1"' in PROXY_SERVER
+
+
+def test_docker_proxy_job_maps_api_paths_and_the_platform_answers_probes(
+    dserver, dtoken, workdir, job_name
+):
+    repo = JobRepo.create(
+        workdir / "job", job_name, dockerfile_job(job_name, "docker-proxy", server=PROXY_SERVER)
+    )
+    commit = repo.git("rev-parse", "HEAD").strip()
+    pushed = dserver.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+
+    status, body = dserver.call(job_name, "latest", "/api/v1/hello?x=1", token=dtoken)
+    assert (status, body["path"]) == (200, "/hello?x=1")
+    assert dserver.call(job_name, "latest", "/health") == (
+        200,
+        {
+            "service": "job",
+            "job_name": job_name,
+            "job_version": "1.0.0",
+            "git_version": commit,
+            "status": "pass",
+        },
+    )
+    assert dserver.call(job_name, "latest", "/elsewhere", token=dtoken)[0] == 404
+
+    # host network mode: the fixed port forces stop-then-start, and the push says so
+    repo.commit(
+        {"server.py": PROXY_SERVER.replace('"path": self.path', '"path": "v2" + self.path')}
+    )
+    pushed = dserver.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "port 7001 is fixed in host network mode" in pushed.stderr
+    assert dserver.call(job_name, "latest", "/api/v1/x", token=dtoken)[1]["path"] == "v2/x"
+
+
+def test_failing_build_is_rejected_with_its_last_lines_and_nothing_changes(
+    dserver, dtoken, workdir, job_name
+):
+    files = dockerfile_job(job_name, "docker-http")
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    assert dserver.push(repo).returncode == 0
+    before = {c["Id"] for c in containers_of(job_name)}
+    files["Dockerfile"] = f"FROM {BASE_IMAGE}\nRUN echo 'compiler says no' && exit 3\n"
+    repo.commit(files)
+
+    pushed = dserver.push(repo)
+
+    assert pushed.returncode != 0
+    assert "compiler says no" in pushed.stdout
+    assert "returned a non-zero code: 3" in pushed.stdout
+    assert dserver.call(job_name, "latest", "/still", token=dtoken)[1]["path"] == "/still"
+    assert {c["Id"] for c in containers_of(job_name)} == before
+
+
+def test_missing_requirement_is_rejected_naming_it(dserver, workdir, job_name):
+    files = python_job(job_name)
+    files["job.yaml"] += "  requirements_path: requirements.txt\n"
+    files["requirements.txt"] = "racetrack-no-such-package-xyz==1.0\n"
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    pushed = dserver.push(repo)
+    assert pushed.returncode != 0
+    assert "No matching distribution found for racetrack-no-such-package-xyz==1.0" in pushed.stdout
+
+
+def test_container_exiting_at_start_is_rejected_and_removed(dserver, workdir, job_name):
+    files = dockerfile_job(
+        job_name, "docker-http", server="print('no config, giving up')\nraise SystemExit(4)\n"
+    )
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    pushed = dserver.push(repo)
+    assert pushed.returncode != 0
+    assert "exited with status 4 before it was ready" in pushed.stdout
+    assert "no config, giving up" in pushed.stdout
+    assert containers_of(job_name) == [], "no half-started container is left"
+
+
+def test_build_secrets_reach_the_build_but_no_layer_history_or_log(
+    dserver, dtoken, workdir, job_name
+):
+    secret = "1.16.0"  # used as a version pin, so its effect is visible in the running job
+    files = python_job(job_name, "import six; return six.__version__", signature="")
+    files["job.yaml"] += "  requirements_path: requirements.txt\nsecret_build_env_file: build.env\n"
+    files["requirements.txt"] = "six==${SIX_VERSION}\n"
+    files["build.env"] = f"SIX_VERSION={secret}\n"
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    commit = repo.git("rev-parse", "HEAD").strip()
+
+    pushed = dserver.push(repo)
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert dserver.call(job_name, "latest", payload={}, token=dtoken) == (200, secret)
+    assert secret not in pushed.stderr and "six-********" in pushed.stderr
+    tag = f"racetrack-job/{job_name}:1.0.0-r1-{commit[:12]}"
+    assert secret not in docker("history", "--no-trunc", tag)
+    assert secret not in docker("image", "inspect", tag)
+    check = subprocess.run(["docker", "run", "--rm", tag, "test", "-e", "/src/job/build.env"])
+    assert check.returncode == 1, "the secrets file is not in the image"
+
+
+GO_JOB = {
+    "go.mod": "module example.com/adder\n\ngo 1.19\n",
+    "adder.go": """package adder
+
+import "fmt"
+
+func Perform(input map[string]interface{}) (interface{}, error) {
+	numbers, ok := input["numbers"].([]interface{})
+	if !ok {
+		return nil, fmt.Errorf("numbers must be a list")
+	}
+	total := 0.0
+	for _, n := range numbers {
+		total += n.(float64)
+	}
+	return total, nil
+}
+""",
+}
+
+
+def test_golang_job_serves_perform(dserver, dtoken, workdir, job_name):
+    files = {
+        **GO_JOB,
+        "job.yaml": f"name: {job_name}\nowner_email: dev@example.com\njobtype: golang\n",
+    }
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    pushed = dserver.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    assert dserver.call(job_name, "latest", payload={"numbers": [40, 2]}, token=dtoken) == (200, 42)
+    status, body = dserver.call(job_name, "latest", payload={"numbers": "x"}, token=dtoken)
+    assert (status, body) == (500, {"error": "numbers must be a list", "type": "error"})
