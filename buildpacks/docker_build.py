@@ -30,11 +30,13 @@ import docker.errors
 from buildpacks.build import BuildFailed, BuildRequest, Progress
 
 IMAGE_REPOSITORY = "racetrack-job"
+BUILD_STAGE_LABEL = "racetrack.build-stage"
 TAIL_LINES = 8
 SECRET_MASK = "********"
 BUILD_SECRETS_PATH = "/build-env"
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # The classic builder's bookkeeping between steps says nothing a pusher needs.
+_LAYER_LINE = re.compile(r"^ ---> ([0-9a-f]{12})$")
 _BUILDER_NOISE = re.compile(
     r"^(?: ---> [0-9a-f]{12}$| ---> Running in |Removing intermediate container )"
 )
@@ -164,15 +166,36 @@ class ImageBuilder:
             )
         return tag, image_id
 
+    def remove_build_stages(self) -> None:
+        """Multi-stage builds leave each earlier stage as an untagged image (the compiler and
+        its cache: hundreds of MB a build); remove this platform's."""
+        self.client.images.prune(
+            filters={
+                "dangling": True,
+                "label": [f"{BUILD_STAGE_LABEL}=true", f"racetrack.platform={self.platform_id}"],
+            }
+        )
+
+    def _remove_failed_build(self, last_layer: str) -> None:
+        """A failed build leaves its last committed step as an untagged image; remove it (its
+        untagged parents go with it unless another image still builds on them)."""
+        with contextlib.suppress(docker.errors.APIError):
+            self.client.images.remove(last_layer)
+
     def _stream(
         self, chunks: Iterator[dict[str, Any]], progress: Progress, mask: _SecretMask
     ) -> str:
         tail: list[str] = []
         image_id = ""
         pending = ""
+        last_layer = ""
 
         def emit(line: str) -> None:
+            nonlocal last_layer
             line = mask(line.rstrip())
+            layer = _LAYER_LINE.match(line)
+            if layer:
+                last_layer = layer.group(1)
             if line.strip() and not _BUILDER_NOISE.match(line):
                 progress(f"  {line}")
                 tail.append(line)
@@ -187,6 +210,8 @@ class ImageBuilder:
                         emit(line)
                 elif "error" in chunk:
                     emit(pending)
+                    if last_layer:
+                        self._remove_failed_build(last_layer)
                     error = mask(" ".join(str(chunk["error"]).split()))
                     raise BuildFailed(
                         f"docker build failed: {error}; last lines: {' | '.join(tail)}"

@@ -156,6 +156,8 @@ class Platform:
                 f"  jobs:      {public_url}/pub/job/<job>/<version>/",
                 f"  api:       http://{shown_host}:{api_port}/api/v1/jobs",
                 f"  host key:  {fingerprint}",
+                f"  runtime:   {runtime.name}"
+                + (f" (network {settings.runtime.docker_network})" if image_builder else ""),
                 f"  auth:      {'X-Racetrack-Auth token required' if settings.auth else 'off'}",
             ]
         )

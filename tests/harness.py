@@ -46,6 +46,8 @@ class Server:
 
     workdir: Path
     extra_args: tuple[str, ...] = ()
+    # what runs `racetrack serve`: this checkout by default, or e.g. `docker run ... image`
+    launcher: tuple[str, ...] = (sys.executable, "-m", "controller.cli", "serve")
     data_dir: Path = field(init=False)
     key: Path = field(init=False)
     ssh_port: int = 0
@@ -65,7 +67,7 @@ class Server:
 
     def start(self) -> Server:
         args = [
-            sys.executable, "-m", "controller.cli", "serve",
+            *self.launcher,
             "--data-dir", str(self.data_dir),
             "--ssh-port", "0", "--router-port", "0", "--api-port", "0",
             "--admin-key", f"{self.key}.pub",

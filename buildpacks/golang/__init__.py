@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from buildpacks.build import BuildFailed, BuildRequest, DirectoryArtifact, ImageArtifact, Probe
-from buildpacks.docker_build import DockerBuildSettings, ImageBuilder
+from buildpacks.docker_build import BUILD_STAGE_LABEL, DockerBuildSettings, ImageBuilder
 from buildpacks.manifest import GolangExtra
 
 WRAPPER_TEMPLATE = Path(__file__).parent / "wrapper.go.tmpl"
@@ -34,9 +34,13 @@ def render_wrapper(module: str) -> str:
     return WRAPPER_TEMPLATE.read_text().replace("{{MODULE}}", module)
 
 
-def render_dockerfile(settings: DockerBuildSettings, build_env_names: list[str]) -> str:
+def render_dockerfile(
+    settings: DockerBuildSettings, build_env_names: list[str], platform_id: str
+) -> str:
     lines = [
         f"FROM {settings.golang_base_image} AS build",
+        # labelled so that the builder can remove this stage's image once the build is done
+        f"LABEL {BUILD_STAGE_LABEL}=true racetrack.platform={platform_id}",
         "WORKDIR /src/job",
         *(f"ARG {name}" for name in build_env_names),
         "COPY job /src/job",
@@ -78,7 +82,14 @@ class GolangBuildpack:
             (job / WRAPPER_DIR).mkdir(exist_ok=True)
             (job / WRAPPER_DIR / "main.go").write_text(render_wrapper(module))
             (context / "Dockerfile").write_text(
-                render_dockerfile(builder.settings, list(request.manifest.build_env))
+                render_dockerfile(
+                    builder.settings, list(request.manifest.build_env), builder.platform_id
+                )
             )
-            tag, image_id = builder.build(request, context, buildargs=request.manifest.build_env)
+            try:
+                tag, image_id = builder.build(
+                    request, context, buildargs=request.manifest.build_env
+                )
+            finally:
+                builder.remove_build_stages()
         return ImageArtifact(image=tag, image_id=image_id, probe=Probe("http", "/ready"))

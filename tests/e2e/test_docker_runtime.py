@@ -160,8 +160,11 @@ def test_old_images_beyond_the_kept_releases_are_pruned(dserver, dtoken, workdir
         lambda: [t.rsplit("-r", 1)[1].split("-")[0] for t in tags_of(job_name)] == ["3", "4"],
         "old images to be pruned",
     )
-    assert not [c for c in containers_of(job_name) if c["State"]["Status"] != "running"], (
-        "replaced containers are removed"
+    wait_for(  # replaced containers are stopped and removed in the background
+        lambda: (
+            [c["Config"]["Labels"]["racetrack.release"] for c in containers_of(job_name)] == ["4"]
+        ),
+        "only the serving release's container to remain",
     )
 
 
