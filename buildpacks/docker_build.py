@@ -68,6 +68,11 @@ def image_labels(request: BuildRequest, platform_id: str) -> dict[str, str]:
     }
 
 
+def label_instruction(labels: dict[str, str]) -> str:
+    """One LABEL step for a generated Dockerfile (the SDK's `labels` adds one step per label)."""
+    return "LABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items())
+
+
 class _SecretMask:
     """Replaces secret values in build output before anyone sees it."""
 
@@ -136,8 +141,10 @@ class ImageBuilder:
         dockerfile: str = "Dockerfile",
         buildargs: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
+        labelled: bool = False,
     ) -> tuple[str, str]:
-        """Build `context`; return (tag, image id). BuildFailed names the failing step."""
+        """Build `context`; return (tag, image id). BuildFailed names the failing step.
+        `labelled`: the (generated) Dockerfile already ends with `label_instruction`."""
         tag = image_tag(request)
         mask = _SecretMask(secrets or {})
         args = dict(buildargs or {})
@@ -153,7 +160,7 @@ class ImageBuilder:
                     path=str(context),
                     dockerfile=dockerfile,
                     tag=tag,
-                    labels=image_labels(request, self.platform_id),
+                    labels=None if labelled else image_labels(request, self.platform_id),
                     buildargs=args,
                     network_mode=network_mode,
                     rm=True,

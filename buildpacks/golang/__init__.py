@@ -13,7 +13,13 @@ import tempfile
 from pathlib import Path
 
 from buildpacks.build import BuildFailed, BuildRequest, DirectoryArtifact, ImageArtifact, Probe
-from buildpacks.docker_build import BUILD_STAGE_LABEL, DockerBuildSettings, ImageBuilder
+from buildpacks.docker_build import (
+    BUILD_STAGE_LABEL,
+    DockerBuildSettings,
+    ImageBuilder,
+    image_labels,
+    label_instruction,
+)
 from buildpacks.manifest import GolangExtra
 
 WRAPPER_TEMPLATE = Path(__file__).parent / "wrapper.go.tmpl"
@@ -35,7 +41,10 @@ def render_wrapper(module: str) -> str:
 
 
 def render_dockerfile(
-    settings: DockerBuildSettings, build_env_names: list[str], platform_id: str
+    settings: DockerBuildSettings,
+    build_env_names: list[str],
+    platform_id: str,
+    labels: dict[str, str] | None = None,
 ) -> str:
     lines = [
         f"FROM {settings.golang_base_image} AS build",
@@ -52,6 +61,8 @@ def render_dockerfile(
         "USER 10001",
         'CMD ["/usr/local/bin/job-server"]',
     ]
+    if labels:
+        lines.append(label_instruction(labels))
     return "\n".join(lines) + "\n"
 
 
@@ -83,12 +94,15 @@ class GolangBuildpack:
             (job / WRAPPER_DIR / "main.go").write_text(render_wrapper(module))
             (context / "Dockerfile").write_text(
                 render_dockerfile(
-                    builder.settings, list(request.manifest.build_env), builder.platform_id
+                    builder.settings,
+                    list(request.manifest.build_env),
+                    builder.platform_id,
+                    image_labels(request, builder.platform_id),
                 )
             )
             try:
                 tag, image_id = builder.build(
-                    request, context, buildargs=request.manifest.build_env
+                    request, context, buildargs=request.manifest.build_env, labelled=True
                 )
             finally:
                 builder.remove_build_stages()

@@ -11,11 +11,16 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildpacks.build import BuildRequest, ImageArtifact, Probe
-from buildpacks.docker_build import DockerBuildSettings, ImageBuilder
+from buildpacks.docker_build import (
+    DockerBuildSettings,
+    ImageBuilder,
+    image_labels,
+    label_instruction,
+)
 from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, wrapper_env
 from buildpacks.source import read_env_file
 
@@ -38,6 +43,7 @@ class DockerfileSpec:
     ca_bundle: bool = False
     pip_index_url: str | None = None
     build_secrets: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def render_dockerfile(spec: DockerfileSpec) -> str:
@@ -80,15 +86,18 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
         if spec.check_requirements:
             lines.append("RUN pip check")
     lines += [
+        # everything that does not depend on the code comes before it, so that it stays cached
         f"RUN useradd --system --uid {JOB_USER_ID} --home-dir /tmp racetrack",
         "COPY racetrack/wrapper /opt/racetrack/wrapper",
-        "COPY job /src/job",
-        "RUN python -m compileall -q /src/job /opt/racetrack/wrapper || true",
         "ENV " + " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.entrypoint_env.items()),
         "WORKDIR /src/job",
-        f"USER {JOB_USER_ID}",
         'CMD ["python", "-m", "racetrack_job_wrapper"]',
+        "COPY job /src/job",
+        "RUN python -m compileall -q /src/job /opt/racetrack/wrapper || true",
+        f"USER {JOB_USER_ID}",
     ]
+    if spec.labels:
+        lines.append(label_instruction(spec.labels))
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +137,7 @@ def build_image(request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
         ca_bundle=settings.ca_bundle is not None,
         pip_index_url=settings.pip_index_url,
         build_secrets=bool(secrets) and requirements is not None,
+        labels=image_labels(request, builder.platform_id),
     )
     with tempfile.TemporaryDirectory(prefix="racetrack-context-") as tmp:
         context = Path(tmp)
@@ -150,6 +160,6 @@ def build_image(request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
             shutil.copyfile(SECRETS_HELPER, context / "racetrack" / "with_build_secrets.py")
         (context / "Dockerfile").write_text(render_dockerfile(spec))
         tag, image_id = builder.build(
-            request, context, buildargs=manifest.build_env, secrets=secrets
+            request, context, buildargs=manifest.build_env, secrets=secrets, labelled=True
         )
     return ImageArtifact(image=tag, image_id=image_id, probe=Probe("wrapper"))

@@ -44,6 +44,7 @@ def test_python3_dockerfile_puts_dependencies_before_code():
             ca_bundle=True,
             pip_index_url="https://mirror.example/simple",
             build_secrets=True,
+            labels={"racetrack.job": "adder", "racetrack.release": "7"},
         )
     )
     lines = text.splitlines()
@@ -57,8 +58,10 @@ def test_python3_dockerfile_puts_dependencies_before_code():
         " -r /opt/racetrack/requirements.txt",
         "RUN pip check",
         "COPY racetrack/wrapper /opt/racetrack/wrapper",
-        "COPY job /src/job",
         'CMD ["python", "-m", "racetrack_job_wrapper"]',
+        "COPY job /src/job",  # only what follows is rebuilt when only the code changes
+        "USER 10001",
+        'LABEL racetrack.job="adder" racetrack.release="7"',
     ]
     positions = [lines.index(line) for line in order]
     assert positions == sorted(positions)
