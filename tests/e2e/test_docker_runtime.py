@@ -71,8 +71,15 @@ def dtoken(dserver: Server) -> str:
 
 
 def containers_of(job: str) -> list[dict]:
-    ids = docker("ps", "-aq", "--filter", f"label=racetrack.job={job}").split()
-    return json.loads(docker("inspect", *ids)) if ids else []
+    """The job's containers as `docker inspect` shows them (one removed meanwhile is left out)."""
+    found = []
+    for container_id in docker("ps", "-aq", "--filter", f"label=racetrack.job={job}").split():
+        inspected = subprocess.run(
+            ["docker", "inspect", container_id], capture_output=True, text=True, timeout=60
+        )
+        if inspected.returncode == 0:
+            found.extend(json.loads(inspected.stdout))
+    return found
 
 
 def tags_of(job: str) -> list[str]:
