@@ -5,8 +5,10 @@ In CI (CI=true) a missing engine fails these tests; elsewhere they are skipped w
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +54,7 @@ def dserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "--golang-runtime-image", BASE_IMAGE,
             "--build-ca-bundle", CA_BUNDLE,
             "--keep-images", "2",
+            "--ready-timeout", "20",
         ),
     ).start()  # fmt: skip
     yield running
@@ -88,9 +91,14 @@ def tags_of(job: str) -> list[str]:
 
 
 def test_python3_job_with_requirements_replicas_and_limits(dserver, dtoken, workdir, job_name):
-    files = python_job(job_name, "import six; return [sum(numbers), six.__name__]")
+    files = python_job(
+        job_name,
+        "import six, subprocess; jq = subprocess.run(['jq', '--version'], capture_output=True)"
+        "; return [sum(numbers), six.__name__, jq.returncode]",
+    )
     files["job.yaml"] += (
         "  requirements_path: requirements.txt\n"
+        "system_dependencies:\n  - jq\n"
         "replicas: 2\n"
         "resources:\n  memory_min: 64Mi\n  memory_max: 256Mi\n  cpu_min: 250m\n  cpu_max: 500m\n"
         "runtime_env:\n  GREETING: hello\n"
@@ -106,7 +114,7 @@ def test_python3_job_with_requirements_replicas_and_limits(dserver, dtoken, work
     assert f"Successfully tagged {tag}" in pushed.stderr
     assert dserver.call(job_name, "latest", payload={"numbers": [2, 3]}, token=dtoken) == (
         200,
-        [5, "six"],
+        [5, "six", 0],
     )
     labels = json.loads(docker("image", "inspect", tag))[0]["Config"]["Labels"]
     assert {k: labels[k] for k in labels if k != "racetrack.platform"} == {
@@ -206,16 +214,56 @@ def dockerfile_job(name: str, jobtype: str, extra: str = "", server: str = DOCKE
     }
 
 
-def test_docker_http_job_gets_the_path_unchanged(dserver, dtoken, workdir, job_name):
-    repo = JobRepo.create(
-        workdir / "job", job_name, dockerfile_job(job_name, "docker-http", "  health_path: /up\n")
+def test_docker_http_job_gets_the_path_unchanged_and_its_build_env(
+    dserver, dtoken, workdir, job_name
+):
+    files = dockerfile_job(job_name, "docker-http", "  health_path: /up\n")
+    files["job.yaml"] += "build_env:\n  FLAVOUR: vanilla\n"
+    files["Dockerfile"] = files["Dockerfile"].replace(
+        "COPY server.py", "ARG FLAVOUR\nRUN echo $FLAVOUR > /flavour\nCOPY server.py"
     )
+    files["server.py"] = files["server.py"].replace(
+        '"port": os.environ["PORT"]',
+        '"port": os.environ["PORT"], "flavour": open("/flavour").read()',
+    )
+    repo = JobRepo.create(workdir / "job", job_name, files)
     pushed = dserver.push(repo)
     assert pushed.returncode == 0, pushed.stderr
     status, body = dserver.call(job_name, "latest", "/some/path?q=1", token=dtoken)
     assert status == 200
     assert body["path"] == "/some/path?q=1"
+    assert body["flavour"] == "vanilla\n"
     assert body["port"] != "7000", "in host network mode each container gets its own port"
+
+
+def test_a_crashed_container_comes_back(dserver, dtoken, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, dockerfile_job(job_name, "docker-http"))
+    assert dserver.push(repo).returncode == 0
+    (container,) = containers_of(job_name)
+    # a crash, not a stop: SIGKILL the server process itself (`docker kill` counts as stopping
+    # it on purpose, after which the engine rightly leaves it down)
+    init = container["State"]["Pid"]
+    (server_pid,) = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+    os.kill(int(server_pid), signal.SIGKILL)
+    wait_for(
+        lambda: (
+            containers_of(job_name)[0]["RestartCount"] >= 1
+            and dserver.call(job_name, "latest", "/again", token=dtoken)[0] == 200
+        ),
+        "the engine to restart the container",
+    )
+
+
+def test_a_container_that_never_gets_ready_is_rejected_and_removed(dserver, workdir, job_name):
+    files = dockerfile_job(job_name, "docker-http", "  health_path: /never-healthy\n")
+    files["server.py"] = files["server.py"].replace(
+        "self.send_response(200)", "self.send_response(503)"
+    )
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    pushed = dserver.push(repo)
+    assert pushed.returncode != 0
+    assert "was not ready within 20s" in pushed.stdout
+    assert containers_of(job_name) == []
 
 
 PROXY_SERVER = DOCKER_HTTP_SERVER.replace(
