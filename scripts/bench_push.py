@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import EXAMPLES, JobRepo, Server
+from tests.harness import EXAMPLES, JobRepo, Server, remove_docker_leftovers
 
 ANSWER_DEADLINE = 120.0
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -48,19 +47,6 @@ def push_to_live(server: Server, repo: JobRepo, token: str, want: object) -> flo
             return time.perf_counter() - started
         if time.perf_counter() > deadline:
             raise SystemExit(f"no answer {want!r} within {ANSWER_DEADLINE}s: {status} {body}")
-
-
-def remove_docker_leftovers(data_dir: Path) -> None:
-    platform = (data_dir / "platform-id").read_text().strip()
-    for kind, remove in (("ps", "rm"), ("images", "rmi")):
-        listed = subprocess.run(
-            ["docker", kind, "-aq", "--filter", f"label=racetrack.platform={platform}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        if listed:
-            subprocess.run(["docker", remove, "-f", *sorted(set(listed))], capture_output=True)
 
 
 def sample(runtime: str, workdir: Path) -> tuple[float, float]:

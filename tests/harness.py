@@ -267,6 +267,20 @@ def python_job(
     }
 
 
+def remove_docker_leftovers(data_dir: Path) -> None:
+    """Remove the containers and images a platform left on the engine (they outlive it)."""
+    platform = (data_dir / "platform-id").read_text().strip()
+    for kind, remove in (("ps", "rm"), ("images", "rmi")):
+        listed = subprocess.run(
+            ["docker", kind, "-aq", "--filter", f"label=racetrack.platform={platform}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if listed:
+            subprocess.run(["docker", remove, "-f", *sorted(set(listed))], capture_output=True)
+
+
 def wait_for(condition: Any, what: str, deadline: float = 60.0) -> None:
     """Poll `condition` until it is true; fail naming `what` after `deadline` seconds."""
     end = time.monotonic() + deadline

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import JobRepo, Server, python_job, wait_for
+from tests.harness import JobRepo, Server, python_job, remove_docker_leftovers, wait_for
 
 BASE_IMAGE = "racetrack/python3-base:bookworm"
 GOLANG_IMAGE = "racetrack/golang-base:bookworm"
@@ -59,13 +59,7 @@ def dserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     ).start()  # fmt: skip
     yield running
     running.stop()
-    platform = (running.data_dir / "platform-id").read_text().strip()
-    containers = docker("ps", "-aq", "--filter", f"label=racetrack.platform={platform}").split()
-    if containers:
-        docker("rm", "-f", *containers)
-    images = docker("images", "-q", "--filter", f"label=racetrack.platform={platform}").split()
-    if images:
-        docker("rmi", "-f", *sorted(set(images)))
+    remove_docker_leftovers(running.data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_docker_runtime import BASE_IMAGE, CA_BUNDLE, docker, engine_problem
-from tests.harness import REPO_ROOT, JobRepo, Server, python_job
+from tests.e2e.test_docker_runtime import BASE_IMAGE, CA_BUNDLE, engine_problem
+from tests.harness import REPO_ROOT, JobRepo, Server, python_job, remove_docker_leftovers
 
 if engine_problem() is not None:  # the docker runtime tests already fail or skip for this
     pytest.skip(str(engine_problem()), allow_module_level=True)
@@ -76,10 +76,4 @@ def test_platform_image_deploys_a_job_on_the_hosts_engine(platform_image, tmp_pa
         )
     finally:
         assert server.stop() == 0, "the containerised platform stops cleanly on SIGTERM"
-        platform = (server.data_dir / "platform-id").read_text().strip()
-        ids = docker("ps", "-aq", "--filter", f"label=racetrack.platform={platform}").split()
-        if ids:
-            docker("rm", "-f", *ids)
-        images = docker("images", "-q", "--filter", f"label=racetrack.platform={platform}").split()
-        if images:
-            docker("rmi", "-f", *sorted(set(images)))
+        remove_docker_leftovers(server.data_dir)
