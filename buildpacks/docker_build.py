@@ -6,21 +6,24 @@ Output streams line by line to the pusher and into the release's build log.
 
 The SDK drives the engine's classic builder (it does not speak BuildKit's session protocol), so
 build-time secrets cannot use `RUN --mount=type=secret`. Instead, for the length of one build,
-a loopback-only HTTP endpoint hands the values to the one step that needs them
-(`with_build_secrets.py`); they never enter a layer, the image's config or its history, and any
-value that shows up in build output is masked before it is shown or kept.
+a loopback-only HTTP endpoint hands the values, once, to the one step that needs them
+(`with_build_secrets.py`), at a path only that build knows. They never enter a layer, the
+image's config or its history, and any value that shows up in build output is masked before it
+is shown or kept. The package index URL, which may carry credentials, travels the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +36,13 @@ IMAGE_REPOSITORY = "racetrack-job"
 BUILD_STAGE_LABEL = "racetrack.build-stage"
 TAIL_LINES = 8
 SECRET_MASK = "********"
-BUILD_SECRETS_PATH = "/build-env"
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+SECRETS_REQUEST_TIMEOUT = 5.0
+_DOCKER_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # The classic builder's bookkeeping between steps says nothing a pusher needs.
-_LAYER_LINE = re.compile(r"^ ---> ([0-9a-f]{12})$")
 _BUILDER_NOISE = re.compile(
     r"^(?: ---> [0-9a-f]{12}$| ---> Running in |Removing intermediate container )"
 )
+_LAYER_LINE = re.compile(r"^ ---> ([0-9a-f]{12})$")
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,16 @@ class DockerBuildSettings:
     golang_base_image: str = "golang:1.22-bookworm"
     golang_runtime_image: str = "debian:bookworm-slim"
     ca_bundle: Path | None = None  # trusted by pip and apt inside builds
-    pip_index_url: str | None = None
+    pip_index_url: str | None = None  # may carry credentials: handled like a build secret
+
+
+def docker_safe(text: str) -> str:
+    """Characters Docker allows in tags and container names (`+build` metadata is not)."""
+    return _DOCKER_UNSAFE.sub("_", text)
 
 
 def image_tag(request: BuildRequest) -> str:
-    version = _TAG_UNSAFE.sub("_", request.version)  # `+build` metadata is not allowed in tags
+    version = docker_safe(request.version)
     return f"{IMAGE_REPOSITORY}/{request.job}:{version}-r{request.release}-{request.commit[:12]}"
 
 
@@ -85,17 +93,23 @@ class _SecretMask:
 
 
 @contextlib.contextmanager
-def _secret_endpoint(secrets: Mapping[str, str], preferred_port: int) -> Iterator[int]:
-    """Serve `secrets` as JSON on 127.0.0.1 while the build runs; yields the port.
+def _secret_endpoint(secrets: Mapping[str, str], path: str, port: int) -> Iterator[int]:
+    """Serve `secrets` as JSON at `path` on 127.0.0.1, once, while the build runs; yield the port.
 
-    The port is stable per platform when free, so that the build step that reads it (whose
-    command line includes the port) keeps its layer cache from one build to the next.
+    The port (per platform) and the path (per job and secret values) stay the same from one
+    build to the next, so the step that reads them keeps its layer cache; other builds cannot
+    guess the path, and after one answer the endpoint answers nothing more.
     """
     body = json.dumps(dict(secrets)).encode()
+    answered = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = SECRETS_REQUEST_TIMEOUT  # an idle client must not hold the build
+
         def do_GET(self) -> None:
-            ok = self.path == BUILD_SECRETS_PATH
+            ok = self.path == path and not answered.is_set()
+            if ok:
+                answered.set()
             self.send_response(200 if ok else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body) if ok else 0))
@@ -107,9 +121,10 @@ def _secret_endpoint(secrets: Mapping[str, str], preferred_port: int) -> Iterato
             pass
 
     try:
-        server = HTTPServer(("127.0.0.1", preferred_port), Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     except OSError:
-        server = HTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
     thread.start()
     try:
@@ -117,21 +132,37 @@ def _secret_endpoint(secrets: Mapping[str, str], preferred_port: int) -> Iterato
     finally:
         server.shutdown()
         server.server_close()
-        thread.join()
+        thread.join(SECRETS_REQUEST_TIMEOUT)
 
 
 class ImageBuilder:
     """Builds images on one engine for one platform (the platform id labels what it owns)."""
 
     def __init__(
-        self, client: docker.DockerClient, settings: DockerBuildSettings, platform_id: str
+        self,
+        client: docker.DockerClient,
+        settings: DockerBuildSettings,
+        platform_id: str,
+        secret_key: bytes,
     ) -> None:
         self.client = client
         self.settings = settings
         self.platform_id = platform_id
+        self._secret_key = secret_key
         digest = hashlib.sha256(platform_id.encode()).digest()
         self._secrets_port = 20000 + int.from_bytes(digest[:2], "big") % 20000
         self._network_mode = "host" if not client.networks.list(names=["bridge"]) else None
+
+    def build_secrets(self, job_secrets: Mapping[str, str]) -> dict[str, str]:
+        """The job's secret build environment plus the platform's (the package index URL)."""
+        secrets = dict(job_secrets)
+        if self.settings.pip_index_url:
+            secrets["PIP_INDEX_URL"] = self.settings.pip_index_url
+        return secrets
+
+    def _secrets_path(self, job: str, secrets: Mapping[str, str]) -> str:
+        material = json.dumps([job, sorted(secrets.items())]).encode()
+        return "/build-env/" + hmac.new(self._secret_key, material, hashlib.sha256).hexdigest()
 
     def build(
         self,
@@ -148,46 +179,52 @@ class ImageBuilder:
         tag = image_tag(request)
         mask = _SecretMask(secrets or {})
         args = dict(buildargs or {})
+        started = datetime.now(UTC)
         with contextlib.ExitStack() as stack:
             network_mode = self._network_mode
             if secrets:
-                port = stack.enter_context(_secret_endpoint(secrets, self._secrets_port))
-                args["RACETRACK_SECRETS_PORT"] = str(port)
+                path = self._secrets_path(request.job, secrets)
+                port = stack.enter_context(_secret_endpoint(secrets, path, self._secrets_port))
+                args["RACETRACK_SECRETS_URL"] = f"http://127.0.0.1:{port}{path}"
                 network_mode = "host"  # the step reaches the endpoint on loopback
             request.progress(f"Building image {tag}")
-            image_id = self._stream(
-                self.client.api.build(
-                    path=str(context),
-                    dockerfile=dockerfile,
-                    tag=tag,
-                    labels=None if labelled else image_labels(request, self.platform_id),
-                    buildargs=args,
-                    network_mode=network_mode,
-                    rm=True,
-                    forcerm=True,
-                    pull=False,
-                    decode=True,
-                ),
-                request.progress,
-                mask,
+            chunks = self.client.api.build(
+                path=str(context),
+                dockerfile=dockerfile,
+                tag=tag,
+                labels=None if labelled else image_labels(request, self.platform_id),
+                buildargs=args,
+                network_mode=network_mode,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
             )
+            try:
+                image_id = self._stream(chunks, request.progress, mask)
+            except BuildFailed as failure:
+                self._remove_failed_build(failure, started)
+                raise
         return tag, image_id
 
-    def remove_build_stages(self) -> None:
-        """Multi-stage builds leave each earlier stage as an untagged image (the compiler and
-        its cache: hundreds of MB a build); remove this platform's."""
-        self.client.images.prune(
-            filters={
-                "dangling": True,
-                "label": [f"{BUILD_STAGE_LABEL}=true", f"racetrack.platform={self.platform_id}"],
-            }
-        )
+    def remove_build_stages(self, tag: str) -> None:
+        """Multi-stage builds leave each earlier stage as an untagged image (a compiler and its
+        cache: hundreds of MB); remove those of the build of `tag`."""
+        self.client.images.prune(filters={"dangling": True, "label": f"{BUILD_STAGE_LABEL}={tag}"})
 
-    def _remove_failed_build(self, last_layer: str) -> None:
-        """A failed build leaves its last committed step as an untagged image; remove it (its
-        untagged parents go with it unless another image still builds on them)."""
+    def _remove_failed_build(self, failure: BuildFailed, started: datetime) -> None:
+        """A failed build leaves the last step it committed as an untagged image. Remove it
+        (its untagged parents go with it unless another image builds on them) — but only an
+        untagged image this very build created, never a base or cached image."""
+        layer = getattr(failure, "last_layer", "")
+        if not layer:
+            return
         with contextlib.suppress(docker.errors.APIError):
-            self.client.images.remove(last_layer)
+            image = self.client.images.get(layer)
+            # the engine's RFC 3339 time, to the second: 2026-11-24T21:21:05.412163768Z
+            created = datetime.fromisoformat(image.attrs["Created"][:19]).replace(tzinfo=UTC)
+            if not image.tags and created >= started.replace(microsecond=0):
+                self.client.images.remove(image.id)
 
     def _stream(
         self, chunks: Iterator[dict[str, Any]], progress: Progress, mask: _SecretMask
@@ -208,6 +245,11 @@ class ImageBuilder:
                 tail.append(line)
                 del tail[:-TAIL_LINES]
 
+        def failed(message: str) -> BuildFailed:
+            failure = BuildFailed(message)
+            failure.last_layer = last_layer  # type: ignore[attr-defined]
+            return failure
+
         try:
             for chunk in chunks:
                 if "stream" in chunk:
@@ -217,17 +259,13 @@ class ImageBuilder:
                         emit(line)
                 elif "error" in chunk:
                     emit(pending)
-                    if last_layer:
-                        self._remove_failed_build(last_layer)
                     error = mask(" ".join(str(chunk["error"]).split()))
-                    raise BuildFailed(
-                        f"docker build failed: {error}; last lines: {' | '.join(tail)}"
-                    )
+                    raise failed(f"docker build failed: {error}; last lines: {' | '.join(tail)}")
                 elif "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
         except docker.errors.APIError as exc:
             raise BuildFailed(f"docker build failed: {mask(str(exc.explanation or exc))}") from None
         emit(pending)
         if not image_id:
-            raise BuildFailed(f"docker build produced no image; last lines: {' | '.join(tail)}")
+            raise failed(f"docker build produced no image; last lines: {' | '.join(tail)}")
         return image_id

@@ -45,8 +45,13 @@ class _Strict(BaseModel):
 
 
 def _relative_path(value: str) -> str:
-    """A path inside the job's directory: relative, no `..`, no NUL."""
-    if "\0" in value or value.startswith("/") or ".." in value.split("/") or not value.strip():
+    """A path inside the job's directory: relative, no `..`, no control characters."""
+    if (
+        any(ord(c) < 32 for c in value)
+        or value.startswith("/")
+        or ".." in value.split("/")
+        or not value.strip()
+    ):
         raise ValueError("is not a relative path inside the repository")
     return value
 
@@ -73,7 +78,7 @@ class Resources(_Strict):
     def _memory(cls, value: Any) -> Any:
         if value is None:
             return None
-        if isinstance(value, bool) or not MEMORY_RE.match(str(value)):
+        if isinstance(value, bool) or not MEMORY_RE.fullmatch(str(value)):
             raise ValueError("is not a quantity like 512Mi")
         return str(value)
 
@@ -82,7 +87,7 @@ class Resources(_Strict):
     def _cpu(cls, value: Any) -> Any:
         if value is None:
             return None
-        if isinstance(value, bool) or not CPU_RE.match(str(value)):
+        if isinstance(value, bool) or not CPU_RE.fullmatch(str(value)):
             raise ValueError("is not a CPU quantity like 500m or 2")
         return str(value)
 
@@ -181,7 +186,7 @@ def _env_mapping(value: Any) -> Any:
 
 
 def _check_env_names(value: dict[str, str]) -> dict[str, str]:
-    bad = [name for name in value if not ENV_NAME_RE.match(name)]
+    bad = [name for name in value if not ENV_NAME_RE.fullmatch(name)]
     if bad:
         raise ValueError(f"{bad[0]!r} is not an environment variable name")
     return value
@@ -210,7 +215,7 @@ class Manifest(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not JOB_NAME_RE.match(value):
+        if not JOB_NAME_RE.fullmatch(value):
             raise ValueError("is not a job name (lowercase letters, digits and '-', 1-63 chars)")
         return value
 
@@ -225,14 +230,14 @@ class Manifest(_Strict):
     @field_validator("owner_email")
     @classmethod
     def _email(cls, value: str) -> str:
-        if not EMAIL_RE.match(value):
+        if not EMAIL_RE.fullmatch(value):
             raise ValueError("is not an email address")
         return value
 
     @field_validator("version", mode="before")
     @classmethod
     def _version(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not SEMVER_RE.match(value):
+        if not isinstance(value, str) or not SEMVER_RE.fullmatch(value):
             raise ValueError("is not a semantic version like 1.2.3")
         return value
 
@@ -263,7 +268,7 @@ class Manifest(_Strict):
     @classmethod
     def _packages(cls, value: list[str]) -> list[str]:
         for package in value:
-            if not DEBIAN_PACKAGE_RE.match(package):
+            if not DEBIAN_PACKAGE_RE.fullmatch(package):
                 raise ValueError(f"{package!r} is not a Debian package name")
         return value
 

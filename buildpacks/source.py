@@ -6,6 +6,7 @@ job's; the directory holding it is the job's directory, which the build uses as 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,27 @@ def read_env_file(root: Path, relative: str, field: str) -> dict[str, str]:
         line = line.removeprefix("export ").strip()
         name, equals, value = line.partition("=")
         name = name.strip()
-        if not equals or not ENV_NAME_RE.match(name):
+        if not equals or not ENV_NAME_RE.fullmatch(name):
             raise BuildFailed(f"{field}: line {number} of {relative!r} is not NAME=VALUE")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[name] = value
     return values
+
+
+def copy_job_source(source: Path, dest: Path, manifest: Manifest) -> None:
+    """Copy the job's directory for a build: without `.git`, and without the manifest's secret
+    env files, which are read by the platform and never copied into an artifact."""
+    secret_files = [
+        f for f in (manifest.secret_build_env_file, manifest.secret_runtime_env_file) if f
+    ]
+    excluded = {(source / path).resolve() for path in secret_files}
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        return {n for n in names if n == ".git" or (Path(directory) / n).resolve() in excluded}
+
+    shutil.copytree(source, dest, symlinks=True, ignore=ignore)
 
 
 def find_manifest(root: Path, job: str) -> Path:

@@ -101,6 +101,10 @@ class Deployer:
         self.deploying: dict[str, Release] = {}
         self._background: set[asyncio.Task[object]] = set()
 
+    def _lock(self, job: str) -> asyncio.Lock:
+        """One deploy (or restore) of a job at a time."""
+        return self._locks.setdefault(job, asyncio.Lock())
+
     def job_url(self, job: str, version: str) -> str:
         return f"{self._settings.public_url}/pub/job/{job}/{version}/"
 
@@ -114,7 +118,7 @@ class Deployer:
     ) -> Release:
         """Deploy `commit` as a new release. For a push, `branch` moves at the commit point:
         after the release is ready, before it serves, while this job's lock is held."""
-        lock = self._locks.setdefault(job, asyncio.Lock())
+        lock = self._lock(job)
         if lock.locked():
             progress(f"Waiting for the deploy of {job} already running")
         async with lock:
@@ -186,24 +190,10 @@ class Deployer:
         the new release fails.
         """
         assert release.artifact is not None and release.version is not None
-        key = (release.job, release.version)
         exclusive = self._runtime.exclusive_port(release.artifact)
         displaced: Serving | None = None
         if exclusive is not None:
-            if manifest.replicas > 1:
-                raise DeployFailed(
-                    f"replicas: {manifest.replicas} instances cannot share port {exclusive}"
-                    " (the job's fixed port, in host network mode); use 1 replica or a"
-                    " named docker network"
-                )
-            displaced = self.serving.pop(key, None)
-            if displaced is not None:
-                build_log(
-                    f"Warning: port {exclusive} is fixed in host network mode: stopping"
-                    f" {displaced.release.label} before starting {release.label}"
-                )
-                self.publish()
-                await self._stop_all(displaced.instances)
+            displaced = await self._make_room(release, manifest, exclusive, build_log)
         try:
             instances = await self._start(release, manifest, build_log)
             try:
@@ -221,6 +211,42 @@ class Deployer:
                 await self._reinstate(displaced)
             raise
         self._swap(Serving(release, manifest, instances))
+
+    async def _make_room(
+        self, release: Release, manifest: Manifest, port: int, build_log: BuildLog
+    ) -> Serving | None:
+        """An artifact that holds a fixed host port: stop the release of the same job version
+        that holds it (returned, to start again if this deploy fails); refuse when anything
+        else holds it."""
+        key = (release.job, release.version)
+        if manifest.replicas > 1:
+            raise DeployFailed(
+                f"replicas: {manifest.replicas} instances cannot share port {port} (the job's"
+                " fixed port, in host network mode); use 1 replica or a named docker network"
+            )
+        for other_key, other in self.serving.items():
+            if (
+                other_key != key
+                and self._runtime.exclusive_port(other.release.artifact or {}) == port
+            ):
+                raise DeployFailed(
+                    f"port {port} is held by {other.release.job} {other.release.version}"
+                    f" ({other.release.label}): in host network mode these jobs share the host's"
+                    " ports; set another jobtype_extra.user_module_port, or delete that version"
+                )
+        displaced = self.serving.pop(key, None)
+        if displaced is not None:
+            build_log(
+                f"Warning: port {port} is fixed in host network mode: stopping"
+                f" {displaced.release.label} before starting {release.label}"
+            )
+            self.publish()
+            await self._stop_all(displaced.instances)
+        if self._runtime.port_taken(port):
+            if displaced is not None:
+                await self._reinstate(displaced)
+            raise DeployFailed(f"port {port} is in use on this host by a program outside Racetrack")
+        return displaced
 
     async def _reinstate(self, previous: Serving) -> None:
         """Start a release that was stopped to make room for one that then failed."""
@@ -290,14 +316,10 @@ class Deployer:
             "PUB_URL": f"{self._settings.public_url}/pub",
         }
 
-    async def _start(
-        self, release: Release, manifest: Manifest, build_log: BuildLog, *, adopt: bool = False
-    ) -> list[Instance]:
-        """Start the release's instances (after a restart, adopt those still running) and wait
-        until every one is ready; on any failure, stop them all."""
+    def _specs(self, release: Release, manifest: Manifest) -> list[InstanceSpec]:
         assert release.artifact is not None and release.version is not None
         env = self._instance_env(release, manifest)
-        specs = [
+        return [
             InstanceSpec(
                 release.job,
                 release.version,
@@ -309,6 +331,13 @@ class Deployer:
             )
             for i in range(manifest.replicas)
         ]
+
+    async def _start(
+        self, release: Release, manifest: Manifest, build_log: BuildLog, *, adopt: bool = False
+    ) -> list[Instance]:
+        """Start the release's instances (after a restart, adopt those still running) and wait
+        until every one is ready; on any failure, stop them all."""
+        specs = self._specs(release, manifest)
         build_log(f"Starting {len(specs)} instance(s) on the {self._runtime.name} runtime")
         instances: list[Instance] = []
         try:
@@ -374,27 +403,38 @@ class Deployer:
         )
 
     async def restore(self) -> None:
-        """After a restart: mark interrupted deploys failed and start, side by side, every
-        release that was serving; each job version is routed as soon as it is ready."""
+        """After a restart: mark interrupted deploys failed, remove instances that serve no
+        release, and bring back every release that was serving. Bringing back runs in the
+        background, under each job's lock (a push waits for it), and routes each job version
+        as soon as it is ready."""
         for release in self._store.fail_interrupted_deploys("interrupted by restart"):
             log.warning("deploy %s %s was interrupted by a restart", release.job, release.label)
         newest: dict[tuple[str, str | None], Release] = {}
         for release in self._store.releases(status=ReleaseStatus.SERVING):  # by job, number
             newest[(release.job, release.version)] = release
+        restorable: list[tuple[Release, Manifest]] = []
         for release in newest.values():
             self._store.supersede_serving(release)
-        await asyncio.gather(*(self._restore(release) for release in newest.values()))
+            try:
+                restorable.append((release, Manifest.model_validate(release.manifest)))
+            except ValidationError as exc:
+                log.error("cannot restore %s %s: %s", release.job, release.label, exc)
+        keep = {spec.name for r, m in restorable for spec in self._specs(r, m)}
+        for name in await self._runtime.remove_strays(keep):
+            log.warning("removed %s: it served no release", name)
+        for release, manifest in restorable:
+            self._in_background(self._restore(release, manifest))
 
-    async def _restore(self, release: Release) -> None:
+    async def _restore(self, release: Release, manifest: Manifest) -> None:
         assert release.version is not None
-        try:
-            manifest = Manifest.model_validate(release.manifest)
-            instances = await self._start(release, manifest, _quiet(), adopt=True)
-        except (DeployFailed, ValidationError) as exc:
-            log.error("could not restore %s %s: %s", release.job, release.label, exc)
-            return
-        self.serving[(release.job, release.version)] = Serving(release, manifest, instances)
-        self.publish()
+        async with self._lock(release.job):
+            try:
+                instances = await self._start(release, manifest, _quiet(), adopt=True)
+            except DeployFailed as exc:
+                log.error("could not restore %s %s: %s", release.job, release.label, exc)
+                return
+            self.serving[(release.job, release.version)] = Serving(release, manifest, instances)
+            self.publish()
         log.info("restored %s %s (%s)", release.job, release.version, release.label)
 
     async def shutdown(self) -> None:

@@ -16,7 +16,8 @@ from controller.errors import StartupError
 
 HOST_KEY_NAME = "ssh_host_ed25519_key"
 TOKEN_KEY_NAME = "token.key"
-TOKEN_KEY_BYTES = 32
+BUILD_SECRETS_KEY_NAME = "build-secrets.key"
+KEY_BYTES = 32
 
 
 def write_secret_file(path: Path, data: bytes) -> None:
@@ -41,14 +42,25 @@ def load_or_create_host_key(data_dir: Path) -> asyncssh.SSHKey:
         ) from None
 
 
-def load_or_create_token_key(data_dir: Path) -> bytes:
-    path = data_dir / TOKEN_KEY_NAME
+def load_or_create_key(data_dir: Path, name: str, consequence: str) -> bytes:
+    """A random 32-byte key kept in the data dir; `consequence` says what losing it breaks."""
+    path = data_dir / name
     if not path.exists():
-        write_secret_file(path, secrets.token_bytes(TOKEN_KEY_BYTES))
+        write_secret_file(path, secrets.token_bytes(KEY_BYTES))
     key = path.read_bytes()
-    if len(key) < TOKEN_KEY_BYTES:
+    if len(key) < KEY_BYTES:
         raise StartupError(
-            f"token key {path} holds {len(key)} bytes, not {TOKEN_KEY_BYTES}; restore it"
-            " (removing it invalidates every API token)"
+            f"{path} holds {len(key)} bytes, not {KEY_BYTES}; restore it"
+            f" (removing it {consequence})"
         )
     return key
+
+
+def load_or_create_token_key(data_dir: Path) -> bytes:
+    return load_or_create_key(data_dir, TOKEN_KEY_NAME, "invalidates every API token")
+
+
+def load_or_create_build_secrets_key(data_dir: Path) -> bytes:
+    return load_or_create_key(
+        data_dir, BUILD_SECRETS_KEY_NAME, "makes the next builds with secrets miss their cache"
+    )

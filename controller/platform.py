@@ -130,6 +130,7 @@ class Platform:
                 keep_releases=settings.keep_releases,
             ),
         )
+        await deployer.restore()  # quick: job versions come back in the background
         services = Services(store, accounts, deployer, auth_required=settings.auth)
         host_key = load_or_create_host_key(data)
         self._receiver = GitReceiver(SshOperations(services), repos, host_key)
@@ -144,7 +145,6 @@ class Platform:
         self._runners.append(runner)
         api_port = runner.addresses[0][1]
 
-        await deployer.restore()
         fingerprint = host_key.get_fingerprint("sha256")
         self.banner = "\n".join(
             [

@@ -11,6 +11,7 @@ import docker.errors
 
 from buildpacks.docker_build import DockerBuildSettings, ImageBuilder
 from controller.errors import StartupError
+from controller.keyfiles import load_or_create_build_secrets_key
 from controller.runtimes.base import Runtime
 from controller.runtimes.docker import HOST_NETWORK, DockerRuntime
 from controller.runtimes.local import LocalRuntime
@@ -66,4 +67,7 @@ def make_runtime(settings: RuntimeSettings, data_dir: Path) -> tuple[Runtime, Im
         host=settings.host,
         shutdown_grace=settings.stop_grace,
     )
-    return runtime, ImageBuilder(client, settings.build, identity)
+    builder = ImageBuilder(
+        client, settings.build, identity, load_or_create_build_secrets_key(data_dir)
+    )
+    return runtime, builder

@@ -37,7 +37,7 @@ def job_from_repo_path(path: str) -> str:
     name = path[1:] if path.startswith("/") else path
     if name.endswith(".git"):
         name = name[: -len(".git")]
-    if not JOB_NAME_RE.match(name):
+    if not JOB_NAME_RE.fullmatch(name):
         raise CommandError(
             f"{path!r} is not a job repository: names are lowercase letters, digits and '-',"
             " starting with a letter, at most 63 characters"

@@ -24,7 +24,7 @@ class RepoStore:
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, job: str) -> Path:
-        if not JOB_NAME_RE.match(job):
+        if not JOB_NAME_RE.fullmatch(job):
             raise ValueError(f"{job!r} is not a job name")
         return self.root / f"{job}.git"
 

@@ -27,7 +27,7 @@ class SemVer:
 
     @classmethod
     def parse(cls, text: str) -> SemVer | None:
-        match = _SEMVER.match(text)
+        match = _SEMVER.fullmatch(text)
         if match is None:
             return None
         pre = tuple(match.group(4).split(".")) if match.group(4) else ()
@@ -63,7 +63,7 @@ def select_version(selector: str, versions: list[str]) -> str | None:
     if selector == "latest":
         stable = [(s, v) for v, s in parsed if not s.prerelease]
         return max(stable)[1] if stable else None
-    wildcard = _WILDCARD.match(selector)
+    wildcard = _WILDCARD.fullmatch(selector)
     if wildcard is not None:
         major, minor = wildcard.group(1), wildcard.group(2)
         matching = [

@@ -7,8 +7,8 @@ module, and a multi-stage Dockerfile compiles it and copies the binary onto a sm
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,9 +18,11 @@ from buildpacks.docker_build import (
     DockerBuildSettings,
     ImageBuilder,
     image_labels,
+    image_tag,
     label_instruction,
 )
 from buildpacks.manifest import GolangExtra
+from buildpacks.source import copy_job_source
 
 WRAPPER_TEMPLATE = Path(__file__).parent / "wrapper.go.tmpl"
 WRAPPER_DIR = "racetrack_wrapper"
@@ -43,13 +45,13 @@ def render_wrapper(module: str) -> str:
 def render_dockerfile(
     settings: DockerBuildSettings,
     build_env_names: list[str],
-    platform_id: str,
+    stage_label: str,
     labels: dict[str, str] | None = None,
 ) -> str:
     lines = [
         f"FROM {settings.golang_base_image} AS build",
         # labelled so that the builder can remove this stage's image once the build is done
-        f"LABEL {BUILD_STAGE_LABEL}=true racetrack.platform={platform_id}",
+        f"LABEL {BUILD_STAGE_LABEL}={json.dumps(stage_label)}",
         "WORKDIR /src/job",
         *(f"ARG {name}" for name in build_env_names),
         "COPY job /src/job",
@@ -75,6 +77,12 @@ class GolangBuildpack:
     def build_image(self, request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
         extra = request.manifest.extra_as(GolangExtra)
         source = request.source_dir
+        if request.manifest.secret_build_env_file:
+            raise BuildFailed(
+                "secret_build_env_file is not supported for golang jobs: the values would have to"
+                " pass as build arguments, which images keep; use build_env for values that are"
+                " not secret"
+            )
         if not any(_PERFORM.search(p.read_text(errors="replace")) for p in source.glob("*.go")):
             raise BuildFailed(
                 "no 'func Perform(input map[string]interface{}) (interface{}, error)' in the"
@@ -84,7 +92,7 @@ class GolangBuildpack:
         with tempfile.TemporaryDirectory(prefix="racetrack-context-") as tmp:
             context = Path(tmp)
             job = context / "job"
-            shutil.copytree(source, job, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            copy_job_source(source, job, request.manifest)
             if gomod.is_file():
                 module = module_path(gomod.read_text(errors="replace"))
             else:
@@ -92,11 +100,12 @@ class GolangBuildpack:
                 (job / "go.mod").write_text(f"module {module}\n\ngo 1.19\n")
             (job / WRAPPER_DIR).mkdir(exist_ok=True)
             (job / WRAPPER_DIR / "main.go").write_text(render_wrapper(module))
+            tag = image_tag(request)
             (context / "Dockerfile").write_text(
                 render_dockerfile(
                     builder.settings,
                     list(request.manifest.build_env),
-                    builder.platform_id,
+                    tag,
                     image_labels(request, builder.platform_id),
                 )
             )
@@ -105,5 +114,5 @@ class GolangBuildpack:
                     request, context, buildargs=request.manifest.build_env, labelled=True
                 )
             finally:
-                builder.remove_build_stages()
+                builder.remove_build_stages(tag)
         return ImageArtifact(image=tag, image_id=image_id, probe=Probe("http", "/ready"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from buildpacks.docker_build import (
     label_instruction,
 )
 from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, wrapper_env
-from buildpacks.source import read_env_file
+from buildpacks.source import copy_job_source, read_env_file
 
 DEFAULT_PYTHON_VERSION = "3.11"
 CA_PATH = "/etc/racetrack/build-ca.crt"
@@ -41,7 +40,6 @@ class DockerfileSpec:
     has_requirements: bool = False
     check_requirements: bool = True
     ca_bundle: bool = False
-    pip_index_url: str | None = None
     build_secrets: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -57,8 +55,6 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
             f"ARG SSL_CERT_FILE={CA_PATH}",
         ]
         apt_options = f" -o Acquire::https::CAInfo={CA_PATH}"
-    if spec.pip_index_url:
-        lines.append(f"ARG PIP_INDEX_URL={shlex.quote(spec.pip_index_url)}")
     lines += [
         "RUN python3 -m venv /opt/venv",
         "ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
@@ -76,7 +72,7 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
         if spec.build_secrets:
             lines += [
                 "COPY racetrack/with_build_secrets.py /opt/racetrack/with_build_secrets.py",
-                "ARG RACETRACK_SECRETS_PORT",
+                "ARG RACETRACK_SECRETS_URL",
             ]
             runner = "python3 /opt/racetrack/with_build_secrets.py "
         lines += [
@@ -101,30 +97,17 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _excluding(root: Path, relative_paths: list[str]) -> Callable[[str, list[str]], set[str]]:
-    """A copytree filter leaving out `.git` and the secret files: those are read, never copied."""
-    excluded = {(root / path).resolve() for path in relative_paths}
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        return {n for n in names if n == ".git" or (Path(directory) / n).resolve() in excluded}
-
-    return ignore
-
-
 def build_image(request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
     manifest = request.manifest
     extra = manifest.python3
     settings: DockerBuildSettings = builder.settings
     requirements = check_source(request.source_dir, extra, request.progress)
-    secrets: dict[str, str] = {}
-    secret_files: list[str] = []
+    job_secrets: dict[str, str] = {}
     if manifest.secret_build_env_file:
-        secrets = read_env_file(
+        job_secrets = read_env_file(
             request.source_dir, manifest.secret_build_env_file, "secret_build_env_file"
         )
-        secret_files.append(manifest.secret_build_env_file)
-    if manifest.secret_runtime_env_file:
-        secret_files.append(manifest.secret_runtime_env_file)
+    secrets = builder.build_secrets(job_secrets) if requirements is not None else {}
 
     spec = DockerfileSpec(
         base_image=settings.python_base_image
@@ -135,18 +118,12 @@ def build_image(request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
         has_requirements=requirements is not None,
         check_requirements=extra.check_requirements,
         ca_bundle=settings.ca_bundle is not None,
-        pip_index_url=settings.pip_index_url,
-        build_secrets=bool(secrets) and requirements is not None,
+        build_secrets=bool(secrets),
         labels=image_labels(request, builder.platform_id),
     )
     with tempfile.TemporaryDirectory(prefix="racetrack-context-") as tmp:
         context = Path(tmp)
-        shutil.copytree(
-            request.source_dir,
-            context / "job",
-            symlinks=True,
-            ignore=_excluding(request.source_dir, secret_files),
-        )
+        copy_job_source(request.source_dir, context / "job", manifest)
         shutil.copytree(
             WRAPPER_PACKAGE,
             context / "racetrack" / "wrapper" / WRAPPER_PACKAGE.name,

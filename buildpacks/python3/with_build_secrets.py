@@ -11,8 +11,7 @@ import urllib.request
 
 
 def main() -> None:
-    port = os.environ["RACETRACK_SECRETS_PORT"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/build-env", timeout=30) as response:
+    with urllib.request.urlopen(os.environ["RACETRACK_SECRETS_URL"], timeout=30) as response:
         os.environ.update(json.load(response))
     os.execvp(sys.argv[1], sys.argv[1:])
 

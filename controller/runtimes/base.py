@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from buildpacks.docker_build import docker_safe
 from buildpacks.manifest import Resources
 
 
@@ -33,7 +34,8 @@ class InstanceSpec:
 
     @property
     def name(self) -> str:
-        return f"rt-{self.job}-{self.version}-r{self.release}-{self.index}"
+        """`rt-<job>-<version>-r<release>-<i>`, safe as a container name."""
+        return f"rt-{self.job}-{docker_safe(self.version)}-r{self.release}-{self.index}"
 
 
 class Instance(Protocol):
@@ -59,6 +61,15 @@ class Runtime(Protocol):
     def exclusive_port(self, artifact: Mapping[str, Any]) -> int | None:
         """A port that only one instance of this artifact can hold at a time, if any: then a
         release replacing another must stop it before it can start."""
+        ...
+
+    async def remove_strays(self, keep: set[str]) -> list[str]:
+        """After a restart: remove instances of this platform whose names are not in `keep`
+        (left by deploys or retirements the platform did not live to finish)."""
+        ...
+
+    def port_taken(self, port: int) -> bool:
+        """Whether something already listens on an exclusive port."""
         ...
 
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:

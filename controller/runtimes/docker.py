@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +25,6 @@ import docker.errors
 from docker.models.containers import Container
 
 from buildpacks.build import ImageArtifact
-from buildpacks.docker_build import IMAGE_REPOSITORY
 from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, free_port
 from controller.runtimes.probes import PROBE_TIMEOUT, probe_once, wait_until_ready
 from controller.runtimes.resources import docker_limits
@@ -35,12 +34,6 @@ log = logging.getLogger("racetrack.runtime.docker")
 HOST_NETWORK = "host"
 DEFAULT_PORT = 7000
 LOG_TAIL_LINES = 5
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_RELEASE_TAG = re.compile(r"-r(\d+)-[0-9a-f]{12}$")
-
-
-def container_name(spec: InstanceSpec) -> str:
-    return _NAME_UNSAFE.sub("_", spec.name)
 
 
 @dataclass(eq=False)
@@ -48,10 +41,11 @@ class DockerInstance:
     spec: InstanceSpec
     container_id: str
     url: str
+    restarts_before: int = 0  # the engine's restart count when we started or adopted it
 
     @property
     def name(self) -> str:
-        return container_name(self.spec)
+        return self.spec.name
 
 
 class DockerRuntime:
@@ -98,7 +92,7 @@ class DockerRuntime:
         }
         config: dict[str, Any] = {
             "image": artifact.image_id,
-            "name": container_name(spec),
+            "name": spec.name,
             "labels": self.labels(spec),
             "environment": env,
             "detach": True,
@@ -111,7 +105,7 @@ class DockerRuntime:
             config["network_mode"] = HOST_NETWORK
         else:
             config["network"] = self._network
-            config["hostname"] = container_name(spec)
+            config["hostname"] = spec.name
         return config
 
     def _port_for(self, artifact: ImageArtifact) -> int:
@@ -120,7 +114,7 @@ class DockerRuntime:
         return free_port(self._host) if self._network == HOST_NETWORK else DEFAULT_PORT
 
     def _url(self, spec: InstanceSpec, port: int) -> str:
-        host = self._host if self._network == HOST_NETWORK else container_name(spec)
+        host = self._host if self._network == HOST_NETWORK else spec.name
         return f"http://{host}:{port}"
 
     # lifecycle
@@ -145,13 +139,13 @@ class DockerRuntime:
         """A container of this name left by a crashed deploy of ours is removed; one that
         belongs to another platform on the same engine is a clear error."""
         try:
-            existing = self._client.containers.get(container_name(spec))
+            existing = self._client.containers.get(spec.name)
         except docker.errors.NotFound:
             return
         owner = existing.labels.get("racetrack.platform")
         if owner != self._platform_id:
             raise InstanceFailed(
-                f"a container named {container_name(spec)} already exists and is not this"
+                f"a container named {spec.name} already exists and is not this"
                 f" platform's (racetrack.platform={owner!r}); remove it or rename the job"
             )
         existing.remove(force=True)
@@ -174,7 +168,7 @@ class DockerRuntime:
             return f"{instance.name} was removed before it was ready"
         state = container.attrs["State"]
         crashed = state["Status"] in ("exited", "dead") or state.get("Restarting")
-        if crashed or container.attrs.get("RestartCount", 0) > 0:
+        if crashed or container.attrs.get("RestartCount", 0) > instance.restarts_before:
             return (
                 f"{instance.name} exited with status {state.get('ExitCode')} before it was"
                 f" ready: {self._logs(instance)}"
@@ -208,7 +202,7 @@ class DockerRuntime:
     def _adopt(self, spec: InstanceSpec) -> DockerInstance | None:
         artifact = ImageArtifact.from_record(spec.artifact)
         try:
-            container = self._client.containers.get(container_name(spec))
+            container = self._client.containers.get(spec.name)
         except docker.errors.NotFound:
             return None
         same = container.labels == {**container.labels, **self.labels(spec)}
@@ -217,11 +211,20 @@ class DockerRuntime:
         env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"] if "=" in item)
         port = int(env.get("PORT", DEFAULT_PORT))
         log.info("adopted %s (%s)", spec.name, container.short_id)
-        return DockerInstance(spec, container.id or "", self._url(spec, port))
+        restarts = int(container.attrs.get("RestartCount", 0))
+        return DockerInstance(spec, container.id or "", self._url(spec, port), restarts)
 
     def exclusive_port(self, artifact: Mapping[str, Any]) -> int | None:
         port = ImageArtifact.from_record(artifact).port
         return port if self._network == HOST_NETWORK else None
+
+    def port_taken(self, port: int) -> bool:
+        """Whether something on the host already accepts connections on `port`."""
+        try:
+            socket.create_connection((self._host, port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     async def stop(self, instance: Instance) -> None:
         assert isinstance(instance, DockerInstance)
@@ -240,31 +243,42 @@ class DockerRuntime:
         return await asyncio.to_thread(self._prune, job, keep, in_use)
 
     def _prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
-        """Untag release images beyond the newest `keep` releases. Tags, not image ids, are
-        removed: two releases of the same code can share one image, and the engine deletes an
-        image only when its last tag goes and no container uses it."""
+        """Remove this platform's images of `job` beyond its newest `keep` releases, found by
+        their labels (a tag can be taken over by another platform on the same engine)."""
         images = self._client.images.list(
-            name=f"{IMAGE_REPOSITORY}/{job}",
-            filters={"label": f"racetrack.platform={self._platform_id}"},
+            filters={"label": [f"racetrack.job={job}", f"racetrack.platform={self._platform_id}"]}
         )
-        tags: list[tuple[int, str, str]] = []
-        for image in images:
-            for tag in image.tags:
-                match = _RELEASE_TAG.search(tag)
-                if tag.startswith(f"{IMAGE_REPOSITORY}/{job}:") and match:
-                    tags.append((int(match.group(1)), tag, image.id or ""))
-        releases = sorted({release for release, _tag, _id in tags}, reverse=True)
-        kept = set(releases[:keep])
+        images.sort(key=lambda image: int(image.labels.get("racetrack.release", "0")), reverse=True)
         removed: list[str] = []
-        for release, tag, image_id in sorted(tags):
-            if release in kept or tag in in_use or image_id in in_use:
+        for image in images[keep:]:
+            if image.id in in_use or in_use.intersection(image.tags):
                 continue
             try:
-                self._client.images.remove(tag)
+                for tag in image.tags:
+                    self._client.images.remove(tag)
+                if not image.tags:
+                    self._client.images.remove(image.id)
             except docker.errors.APIError as exc:  # e.g. a stopped container still uses it
-                log.info("kept image %s: %s", tag, exc.explanation or exc)
+                log.info("kept image %s: %s", image.tags or image.id, exc.explanation or exc)
                 continue
-            removed.append(tag)
+            removed.extend(image.tags or [image.id or ""])
+        return removed
+
+    async def remove_strays(self, keep: set[str]) -> list[str]:
+        return await asyncio.to_thread(self._remove_strays, keep)
+
+    def _remove_strays(self, keep: set[str]) -> list[str]:
+        """Containers of this platform that serve nothing (left by a deploy or a retirement the
+        platform did not live to finish): remove them, or they would run, and hold their
+        images, for ever."""
+        removed = []
+        strays = self._client.containers.list(
+            all=True, filters={"label": f"racetrack.platform={self._platform_id}"}
+        )
+        for container in strays:
+            if container.name not in keep:
+                container.remove(force=True)
+                removed.append(container.name or "")
         return removed
 
     async def close(self) -> None:

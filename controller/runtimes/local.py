@@ -146,8 +146,14 @@ class LocalRuntime:
     def exclusive_port(self, artifact: Mapping[str, Any]) -> int | None:
         return None
 
+    def port_taken(self, port: int) -> bool:
+        return False  # no artifact of this runtime holds a fixed port
+
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
         return []  # release directories are small (venvs are shared) and are kept
+
+    async def remove_strays(self, keep: set[str]) -> list[str]:
+        return []  # every process this runtime starts is its own child
 
     async def stop(self, instance: Instance) -> None:
         """SIGTERM to the instance's process group, SIGKILL after the grace; then SIGKILL to

@@ -290,6 +290,14 @@ def test_docker_proxy_job_maps_api_paths_and_the_platform_answers_probes(
     )
     assert dserver.call(job_name, "latest", "/elsewhere", token=dtoken)[0] == 404
 
+    # another version cannot share the fixed port in host network mode: refused, with the holder
+    manifest = (workdir / "job" / "job.yaml").read_text()
+    repo.commit({"job.yaml": manifest.replace("version: 1.0.0", "version: 2.0.0")}, "2.0.0")
+    pushed = dserver.push(repo)
+    assert pushed.returncode != 0
+    assert f"port 7001 is held by {job_name} 1.0.0 (r1)" in pushed.stdout
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+
     # host network mode: the fixed port forces stop-then-start, and the push says so
     repo.commit(
         {"server.py": PROXY_SERVER.replace('"path": self.path', '"path": "v2" + self.path')}
@@ -317,6 +325,19 @@ def test_failing_build_is_rejected_with_its_last_lines_and_nothing_changes(
     assert "returned a non-zero code: 3" in pushed.stdout
     assert dserver.call(job_name, "latest", "/still", token=dtoken)[1]["path"] == "/still"
     assert {c["Id"] for c in containers_of(job_name)} == before
+
+
+def test_a_failed_build_never_removes_the_image_it_builds_on(dserver, workdir, job_name):
+    base = f"racetrack-test/base-of-{job_name}:1"
+    docker("tag", BASE_IMAGE, base)
+    try:
+        files = dockerfile_job(job_name, "docker-http")
+        files["Dockerfile"] = f"FROM {base}\nRUN exit 3\n"
+        repo = JobRepo.create(workdir / "job", job_name, files)
+        assert dserver.push(repo).returncode != 0
+        assert docker("images", "-q", base).strip(), "the base image is still there"
+    finally:
+        docker("rmi", base)
 
 
 def test_missing_requirement_is_rejected_naming_it(dserver, workdir, job_name):
@@ -396,3 +417,42 @@ def test_golang_job_serves_perform(dserver, dtoken, workdir, job_name):
     assert dserver.call(job_name, "latest", payload={"numbers": [40, 2]}, token=dtoken) == (200, 42)
     status, body = dserver.call(job_name, "latest", payload={"numbers": "x"}, token=dtoken)
     assert (status, body) == (500, {"error": "numbers must be a list", "type": "error"})
+
+
+def test_a_killed_platform_adopts_its_containers_and_removes_strays(tmp_path, workdir, job_name):
+    """SIGKILL the platform: on restart the serving container is adopted as it is (same id, not
+    restarted), and a container of this platform that serves no release is removed."""
+    platform = Server(
+        tmp_path / "platform",
+        extra_args=("--runtime", "docker", "--python-base-image", BASE_IMAGE),
+    ).start()
+    try:
+        repo = JobRepo.create(workdir / "job", job_name, dockerfile_job(job_name, "docker-http"))
+        assert platform.push(repo).returncode == 0
+        (before,) = containers_of(job_name)
+        identity = (platform.data_dir / "platform-id").read_text().strip()
+        stray = f"rt-{job_name}-0.0.9-r99-0"
+        docker(
+            "run", "-d", "--name", stray, "--label", f"racetrack.platform={identity}",
+            "--label", f"racetrack.job={job_name}", BASE_IMAGE, "sleep", "600",
+        )  # fmt: skip
+
+        platform.stop(signal.SIGKILL)
+        platform.start()
+        token = platform.token()
+
+        wait_for(
+            lambda: platform.call(job_name, "latest", "/back", token=token)[0] == 200,
+            "the adopted container to be routed",
+        )
+        (after,) = [c for c in containers_of(job_name) if c["Name"] != f"/{stray}"]
+        assert (
+            after["Id"] == before["Id"]
+            and after["State"]["StartedAt"] == before["State"]["StartedAt"]
+        )
+        wait_for(
+            lambda: stray not in docker("ps", "-a", "--format", "{{.Names}}"), "the stray to go"
+        )
+    finally:
+        platform.stop()
+        remove_docker_leftovers(platform.data_dir)

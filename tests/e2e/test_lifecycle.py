@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import REPO_ROOT, JobRepo, Server, job_processes, python_job
+from tests.harness import REPO_ROOT, JobRepo, Server, job_processes, python_job, wait_for
 
 
 def test_sigterm_stops_everything_and_a_restart_serves_again(tmp_path):
@@ -26,9 +26,12 @@ def test_sigterm_stops_everything_and_a_restart_serves_again(tmp_path):
 
     platform.start()  # same data dir: same host key, same users, same jobs
     try:
-        assert platform.call("survivor", "latest", payload={"numbers": [2, 3]}, token=token) == (
-            200,
-            5,
+        wait_for(  # job versions come back in the background, each routed when ready
+            lambda: (
+                platform.call("survivor", "latest", payload={"numbers": [2, 3]}, token=token)
+                == (200, 5)
+            ),
+            "the job to serve again",
         )
         rows = platform.ssh("jobs:list").stdout
         assert "survivor" in rows and "running" in rows

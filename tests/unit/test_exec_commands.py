@@ -11,7 +11,17 @@ def test_git_repo_paths(path):
 
 @pytest.mark.parametrize(
     "path",
-    ["'../x'", "'/etc/passwd'", "'Adder'", "'-rf'", "'a;b'", "'" + "a" * 64 + "'", "''", "'a/b'"],
+    [
+        "'../x'",
+        "'/etc/passwd'",
+        "'Adder'",
+        "'-rf'",
+        "'a;b'",
+        "'" + "a" * 64 + "'",
+        "''",
+        "'a/b'",
+        "'adder\n'",
+    ],
 )
 def test_bad_repo_names_are_refused(path):
     with pytest.raises(CommandError, match="is not a job repository"):

@@ -42,7 +42,6 @@ def test_python3_dockerfile_puts_dependencies_before_code():
             build_env_names=("DEBUG",),
             has_requirements=True,
             ca_bundle=True,
-            pip_index_url="https://mirror.example/simple",
             build_secrets=True,
             labels={"racetrack.job": "adder", "racetrack.release": "7"},
         )
@@ -68,7 +67,7 @@ def test_python3_dockerfile_puts_dependencies_before_code():
     apt = next(line for line in lines if "apt-get" in line)
     assert "Acquire::https::CAInfo=/etc/racetrack/build-ca.crt" in apt and "libgomp1" in apt
     assert positions[order.index("RUN python3 -m venv /opt/venv")] < lines.index(apt)
-    assert "ARG PIP_INDEX_URL=https://mirror.example/simple" in lines
+    assert "ARG RACETRACK_SECRETS_URL" in lines  # secrets and the index URL come from there
     # build-only settings are ARGs, never ENV: they must not reach the running job
     assert not [
         line for line in lines if line.startswith("ENV") and "PIP_" in line.split("PATH")[0]
@@ -95,10 +94,11 @@ def test_golang_wrapper_imports_the_jobs_module():
 
 
 def test_golang_dockerfile_is_multi_stage():
-    text = golang_dockerfile(DockerBuildSettings(golang_base_image="go:base"), ["GOPROXY"], "p1")
+    stage = "racetrack-job/adder:1.0.0-r3-abc"
+    text = golang_dockerfile(DockerBuildSettings(golang_base_image="go:base"), ["GOPROXY"], stage)
     assert text.count("FROM ") == 2
     assert text.startswith("FROM go:base AS build\n")
-    assert "LABEL racetrack.build-stage=true racetrack.platform=p1" in text
+    assert f'LABEL racetrack.build-stage="{stage}"' in text  # removed after this very build
     assert "ARG GOPROXY" in text
     assert "COPY --from=build /out/job-server /usr/local/bin/job-server" in text
 
@@ -167,3 +167,26 @@ def test_only_fixed_ports_in_host_mode_are_exclusive():
     assert runtime("host").exclusive_port(spec(7001).artifact) == 7001
     assert runtime("host").exclusive_port(spec().artifact) is None
     assert runtime("racetrack").exclusive_port(spec(7001).artifact) is None
+
+
+def test_secret_endpoint_answers_its_path_once_and_an_idle_client_cannot_hold_it():
+    import json
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from buildpacks.docker_build import _secret_endpoint
+
+    with _secret_endpoint({"TOKEN": "s3cret"}, "/build-env/abc", 0) as port:
+        idle = socket.create_connection(("127.0.0.1", port))  # connects, never sends
+        base = f"http://127.0.0.1:{port}"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/build-env/guess", timeout=5)
+        with urllib.request.urlopen(base + "/build-env/abc", timeout=5) as response:
+            assert json.load(response) == {"TOKEN": "s3cret"}
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/build-env/abc", timeout=5)  # only once
+        started = time.monotonic()
+    assert time.monotonic() - started < 10, "shutting down did not wait for the idle client"
+    idle.close()

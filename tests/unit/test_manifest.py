@@ -101,6 +101,22 @@ def test_python3_extra_is_validated_with_the_manifest():
     assert "version: 'x' is not a semantic version like 1.2.3" in errors
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "adder\n"),
+        ("version", "1.0.0\n"),
+        ("system_dependencies", ["curl\n", "run", "touch", "pwned"]),
+        ("runtime_env", {"A\n": "x"}),
+        ("resources", {"memory_max": "1Gi\n"}),
+        ("jobtype_extra", {"entrypoint_path": "a.py\nRUN touch pwned"}),
+    ],
+)
+def test_a_trailing_newline_never_slips_through(field, value):
+    """`$` matches before a final newline; every pattern must match the whole value."""
+    assert errors_of({**GOOD, field: value})
+
+
 def test_python3_requires_entrypoint_path():
     assert errors_of({**GOOD, "jobtype_extra": {}}) == [
         "jobtype_extra.entrypoint_path: required field is missing"
