@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ class BuildRequest:
     manifest: Manifest
     source_dir: Path  # the job's directory inside a checkout of `commit`
     progress: Progress
+    # set when the deploy is cancelled: build steps stop their processes and fail
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
@@ -174,8 +177,16 @@ class Buildpack(Protocol):
         ...
 
 
-def run_logged(argv: Sequence[str], progress: Progress, *, what: str, **kwargs: Any) -> None:
-    """Run a build step (never through a shell), streaming its output as progress lines."""
+def run_logged(
+    argv: Sequence[str],
+    progress: Progress,
+    *,
+    what: str,
+    cancelled: threading.Event | None = None,
+    **kwargs: Any,
+) -> None:
+    """Run a build step (never through a shell), streaming its output as progress lines;
+    killed, and failing, when `cancelled` is set."""
     with subprocess.Popen(
         list(argv),
         stdout=subprocess.PIPE,
@@ -186,14 +197,25 @@ def run_logged(argv: Sequence[str], progress: Progress, *, what: str, **kwargs: 
         **kwargs,
     ) as process:
         assert process.stdout is not None
+        if cancelled is not None:
+            threading.Thread(target=_kill_when, args=(cancelled, process), daemon=True).start()
         tail: list[str] = []
         for line in process.stdout:
             line = line.rstrip("\n")
             progress(f"  {line}")
             tail = [*tail[-4:], line]
         status = process.wait()
+    if cancelled is not None and cancelled.is_set():
+        raise BuildFailed(f"{what} was cancelled")
     if status != 0:
         last = next((line for line in reversed(tail) if line.strip()), "")
         raise BuildFailed(
             f"{what} failed with exit status {status}" + (f": {last}" if last else "")
         )
+
+
+def _kill_when(cancelled: threading.Event, process: subprocess.Popen[str]) -> None:
+    while process.poll() is None:
+        if cancelled.wait(0.2):
+            process.kill()
+            return

@@ -43,6 +43,7 @@ _BUILDER_NOISE = re.compile(
     r"^(?: ---> [0-9a-f]{12}$| ---> Running in |Removing intermediate container )"
 )
 _LAYER_LINE = re.compile(r"^ ---> ([0-9a-f]{12})$")
+_STEP_CONTAINER_LINE = re.compile(r"^ ---> Running in ([0-9a-f]{12})$")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,13 @@ def _secret_endpoint(secrets: Mapping[str, str], path: str, port: int) -> Iterat
         thread.join(SECRETS_REQUEST_TIMEOUT)
 
 
+@dataclass
+class _StepContainer:
+    """The container running the current build step (what a cancel kills)."""
+
+    container_id: str = ""
+
+
 class ImageBuilder:
     """Builds images on one engine for one platform (the platform id labels what it owns)."""
 
@@ -200,12 +208,40 @@ class ImageBuilder:
                 pull=False,
                 decode=True,
             )
+            step = _StepContainer()
+            stop_watching = threading.Event()
+            watcher = threading.Thread(
+                target=self._kill_steps_when_cancelled,
+                args=(request.cancelled, stop_watching, step),
+                daemon=True,
+            )
+            watcher.start()
             try:
-                image_id = self._stream(chunks, request.progress, mask)
+                image_id = self._stream(chunks, request.progress, mask, step)
             except BuildFailed as failure:
                 self._remove_failed_build(failure, started)
+                if request.cancelled.is_set():
+                    raise BuildFailed("the image build was cancelled") from None
                 raise
+            finally:
+                stop_watching.set()
+                watcher.join()
         return tag, image_id
+
+    def _kill_steps_when_cancelled(
+        self, cancelled: threading.Event, done: threading.Event, step: _StepContainer
+    ) -> None:
+        """Once cancelled, kill each build step's container: the step fails, so does the build."""
+        killed = ""
+        while not done.is_set():
+            if not cancelled.wait(0.2):
+                continue
+            current = step.container_id
+            if current and current != killed:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.client.api.kill(current)
+                killed = current
+            done.wait(0.2)
 
     def remove_build_stages(self, tag: str) -> None:
         """Multi-stage builds leave each earlier stage as an untagged image (a compiler and its
@@ -227,7 +263,11 @@ class ImageBuilder:
                 self.client.images.remove(image.id)
 
     def _stream(
-        self, chunks: Iterator[dict[str, Any]], progress: Progress, mask: _SecretMask
+        self,
+        chunks: Iterator[dict[str, Any]],
+        progress: Progress,
+        mask: _SecretMask,
+        step: _StepContainer,
     ) -> str:
         tail: list[str] = []
         image_id = ""
@@ -240,6 +280,9 @@ class ImageBuilder:
             layer = _LAYER_LINE.match(line)
             if layer:
                 last_layer = layer.group(1)
+            running = _STEP_CONTAINER_LINE.match(line)
+            if running:
+                step.container_id = running.group(1)
             if line.strip() and not _BUILDER_NOISE.match(line):
                 progress(f"  {line}")
                 tail.append(line)

@@ -35,9 +35,8 @@ async def _health(_request: web.Request) -> web.Response:
 async def _jobs(request: web.Request) -> web.Response:
     _authenticated(request)
     services = request.app[SERVICES_KEY]
-    return web.json_response(
-        [row.to_json() for row in list_jobs(services.store, services.deployer)]
-    )
+    rows = await list_jobs(services.store, services.deployer)
+    return web.json_response([row.to_json() for row in rows])
 
 
 def make_api_app(services: Services) -> web.Application:

@@ -74,6 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds between SIGTERM and SIGKILL when stopping an instance",
     )
+    serve.add_argument(
+        "--drain-grace",
+        type=float,
+        default=30.0,
+        help="seconds calls already routed to a replaced release may take before it is stopped",
+    )
+    serve.add_argument(
+        "--deploy-wait",
+        type=float,
+        default=600.0,
+        help="seconds a deploy waits for the one of the same job already running",
+    )
+    serve.add_argument(
+        "--ssh-keepalive",
+        type=float,
+        default=15.0,
+        help="seconds between SSH keepalives (long builds survive idle timeouts)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     _docker_flags(serve.add_argument_group("docker runtime"))
     return parser
@@ -153,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         auth=not args.no_auth,
         ready_timeout=args.ready_timeout,
         keep_releases=args.keep_images,
+        drain_grace=args.drain_grace,
+        deploy_wait=args.deploy_wait,
+        ssh_keepalive=args.ssh_keepalive,
     )
     try:
         asyncio.run(Platform(settings).run(lambda banner: print(banner, flush=True)))

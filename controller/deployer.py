@@ -1,55 +1,44 @@
-"""One deploy: checkout → manifest → build → release → start → ready → swap → retire.
+"""Deploys, rollbacks and what keeps releases serving.
 
-A failure at any step leaves whatever was serving untouched: new instances are stopped, the
-release is recorded as failed with its log, and the routes are not changed.
+One deploy: checkout → manifest → build → release → start → ready → commit point → swap →
+drain and retire. A rollback skips the build: it starts an earlier release's artifact with that
+release's config. A failure at any step leaves whatever was serving untouched: new instances
+are stopped, the release is recorded as failed with its log, and the routes do not change.
+
+Swaps are drained: the router stops sending new calls to the replaced instances at once, the
+calls already on their way finish (bounded by the drain grace), and only then are the instances
+stopped, so that no call ever reaches an instance that is stopping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import shutil
-import tempfile
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from buildpacks.build import (
-    Artifact,
-    BuildFailed,
-    Buildpack,
-    BuildRequest,
-    ImageArtifact,
-    Routing,
-)
-from buildpacks.docker_build import ImageBuilder
-from buildpacks.manifest import Manifest, ManifestError
-from buildpacks.source import load_job_source
+from buildpacks.build import ImageArtifact
+from buildpacks.manifest import Manifest
+from controller.build_step import BuildStep
+from controller.errors import DeployFailed
+from controller.job_locks import JobLocks, LockTimeout
 from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, Runtime
+from controller.serving import Serving, ServingTable
 from controller.store import Release, ReleaseStatus, Store
 from gitreceiver.interface import RefMoved, RefUpdate, RefUpdateFailed
-from gitreceiver.repos import RepoStore
-from router.routes import JobRoute, RouteSnapshot
 
 log = logging.getLogger("racetrack.deployer")
 
 Progress = Callable[[str], None]
+Drain = Callable[[list[str], float], Awaitable[bool]]
+CRASH_BACKOFF_FIRST = 1.0
+CRASH_BACKOFF_MAX = 60.0
 
-
-class DeployFailed(Exception):
-    """The deploy did not happen; the message (one line) says why."""
-
-
-@dataclass
-class Serving:
-    """A release that receives calls, and its ready instances."""
-
-    release: Release
-    manifest: Manifest
-    instances: list[Instance]
+__all__ = ["DeployFailed", "DeploySettings", "Deployer"]
 
 
 @dataclass
@@ -68,12 +57,26 @@ class BuildLog:
         return "\n".join(self.lines) + ("\n" if self.lines else "")
 
 
+def _quiet() -> BuildLog:
+    return BuildLog(lambda _line: None)
+
+
 @dataclass(frozen=True)
 class DeploySettings:
     public_url: str
-    work_dir: Path
     ready_timeout: float = 180.0
     keep_releases: int = 5  # artifacts of the newest N releases of a job are kept for rollbacks
+    drain_grace: float = 30.0  # how long calls already routed to a replaced release may take
+    lock_timeout: float = 600.0  # how long a deploy waits for the one already running
+
+
+@dataclass
+class Running:
+    """The deploy of a job that is under way: what `builds:cancel` stops."""
+
+    release: Release
+    task: asyncio.Task[Release]
+    cancelled_by: str | None = None
 
 
 class Deployer:
@@ -81,32 +84,84 @@ class Deployer:
         self,
         *,
         store: Store,
-        repos: RepoStore,
-        buildpacks: Mapping[str, Buildpack],
+        build: BuildStep,
         runtime: Runtime,
-        publish: Callable[[RouteSnapshot], None],
+        serving: ServingTable,
+        drain: Drain,
         settings: DeploySettings,
-        image_builder: ImageBuilder | None = None,
     ) -> None:
         self._store = store
-        self._repos = repos
-        self._buildpacks = buildpacks
+        self._build = build
         self._runtime = runtime
-        self._image_builder = image_builder
-        self._publish_snapshot = publish
+        self.serving = serving
+        self._drain = drain
         self._settings = settings
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._generation = 0
-        self.serving: dict[tuple[str, str], Serving] = {}
-        self.deploying: dict[str, Release] = {}
-        self._background: set[asyncio.Task[object]] = set()
-
-    def _lock(self, job: str) -> asyncio.Lock:
-        """One deploy (or restore) of a job at a time."""
-        return self._locks.setdefault(job, asyncio.Lock())
+        self.locks = JobLocks(settings.lock_timeout)
+        self.running: dict[str, Running] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        runtime.on_crash = self._instance_crashed
 
     def job_url(self, job: str, version: str) -> str:
         return f"{self._settings.public_url}/pub/job/{job}/{version}/"
+
+    # the frame every deploy runs in
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, job: str, what: str, progress: Progress) -> AsyncIterator[None]:
+        try:
+            async with self.locks.hold(job, what, progress):
+                yield
+        except LockTimeout as exc:
+            raise DeployFailed(str(exc)) from None
+
+    async def _run(
+        self,
+        release: Release,
+        progress: Progress,
+        work: Callable[[Release, BuildLog], Coroutine[Any, Any, Release]],
+    ) -> Release:
+        """Run `work` for a new release as a task `builds:cancel` can stop, and record how it
+        ended: serving (recorded by `work`), failed with the reason, or cancelled by whom."""
+        build_log = BuildLog(progress)
+        task = asyncio.ensure_future(work(release, build_log))
+        running = Running(release, task)
+        self.running[release.job] = running
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if running.cancelled_by is None or (current is not None and current.cancelling()):
+                self._fail(release, build_log, "interrupted: the platform is shutting down")
+                raise
+            reason = f"cancelled by {running.cancelled_by}"
+            self._fail(release, build_log, reason)
+            raise DeployFailed(reason) from None
+        except DeployFailed as exc:
+            self._fail(release, build_log, str(exc))
+            raise
+        except BaseException as exc:
+            self._fail(release, build_log, f"internal error: {exc!r}")
+            raise
+        finally:
+            self.running.pop(release.job, None)
+
+    def _fail(self, release: Release, build_log: BuildLog, reason: str) -> None:
+        build_log(f"Deploy of {release.job} {release.label} failed: {reason}")
+        latest = self._store.release_by_id(release.id) or release
+        self._store.finish_release(
+            latest, ReleaseStatus.FAILED, build_log=build_log.text, error=reason
+        )
+
+    def cancel(self, job: str, by: str) -> Release | None:
+        """Stop the deploy of `job` under way (None if there is none)."""
+        running = self.running.get(job)
+        if running is None or running.task.done():
+            return None
+        running.cancelled_by = by
+        running.task.cancel()
+        return running.release
+
+    # pushes
 
     async def deploy(
         self,
@@ -118,47 +173,27 @@ class Deployer:
     ) -> Release:
         """Deploy `commit` as a new release. For a push, `branch` moves at the commit point:
         after the release is ready, before it serves, while this job's lock is held."""
-        lock = self._lock(job)
-        if lock.locked():
-            progress(f"Waiting for the deploy of {job} already running")
-        async with lock:
+        async with self._locked(job, f"deploy of {job} by {deployed_by}", progress):
             if branch is not None:
                 try:
                     branch.check()
                 except RefMoved as exc:
                     raise DeployFailed(str(exc)) from None
-            release = self._store.create_release(job, commit, deployed_by)
-            self.deploying[job] = release
-            build_log = BuildLog(progress)
-            try:
-                release = await self._deploy(release, build_log, branch)
-            except DeployFailed as exc:
-                build_log(f"Deploy of {job} {release.label} failed: {exc}")
-                self._store.finish_release(
-                    release, ReleaseStatus.FAILED, build_log=build_log.text, error=str(exc)
-                )
-                raise
-            except BaseException as exc:
-                reason = f"internal error: {exc!r}"
-                self._store.finish_release(
-                    release, ReleaseStatus.FAILED, build_log=build_log.text, error=reason
-                )
-                raise
-            finally:
-                self.deploying.pop(job, None)
-            return release
+            release = self._store.create_release(
+                job, commit, deployed_by, config=self._store.latest_config(job)
+            )
+            return await self._run(
+                release, progress, lambda r, build_log: self._deploy_commit(r, build_log, branch)
+            )
 
-    async def _deploy(
+    async def _deploy_commit(
         self, release: Release, build_log: BuildLog, branch: RefUpdate | None
     ) -> Release:
-        job, commit = release.job, release.commit_sha
-        build_log(f"Deploying {job} at {commit[:12]} as release {release.label}")
-        self._settings.work_dir.mkdir(parents=True, exist_ok=True)
-        checkout = Path(
-            tempfile.mkdtemp(prefix=f"{job}-{release.label}-", dir=self._settings.work_dir)
-        )
+        job = release.job
+        build_log(f"Deploying {job} at {release.commit_sha[:12]} as release {release.label}")
+        checkout = self._build.checkout_dir(release)
         try:
-            manifest, source_dir = await self._read_source(job, commit, checkout, build_log)
+            manifest, source_dir = await self._build.checkout_and_read(release, checkout, build_log)
             release = self._store.describe_release(
                 release,
                 version=manifest.version,
@@ -168,17 +203,93 @@ class Deployer:
             build_log(f"Job {job} version {manifest.version}, jobtype {manifest.jobtype}")
             if manifest.secret_runtime_env_file:
                 build_log("Warning: secret_runtime_env_file is not supported yet and was ignored")
-            artifact = await self._build(release, manifest, source_dir, build_log)
+            artifact = await self._build.build(release, manifest, source_dir, build_log)
         finally:
-            await asyncio.to_thread(shutil.rmtree, checkout, True)
+            await self._build.remove_checkout(checkout)
         release = self._store.set_artifact(release, artifact)
         await self._roll_out(release, manifest, build_log, branch)
+        return self._finish(release, manifest, build_log)
+
+    def _finish(self, release: Release, manifest: Manifest, build_log: BuildLog) -> Release:
         build_log(
-            f"Deployed {job} {manifest.version} ({release.label}): "
-            f"{self.job_url(job, manifest.version)}"
+            f"Deployed {release.job} {manifest.version} ({release.label}): "
+            f"{self.job_url(release.job, manifest.version)}"
         )
-        self._in_background(self._prune(job))
+        self._in_background(self._prune(release.job))
         return self._store.finish_release(release, ReleaseStatus.SERVING, build_log=build_log.text)
+
+    # rollbacks
+
+    async def rollback(self, job: str, target: int | None, by: str, progress: Progress) -> Release:
+        """Deploy an earlier release's artifact and config again, as a new release, through the
+        same swap. Default target: the release before the one serving the job's newest deploy."""
+        async with self._locked(job, f"rollback of {job} by {by}", progress):
+            source = self._rollback_source(job, target)
+            assert source.artifact is not None and source.version is not None
+            if not await self._runtime.artifact_available(source.artifact):
+                raise DeployFailed(
+                    f"the artifact of {source.label} is gone (only the newest"
+                    f" {self._settings.keep_releases} releases keep theirs); push its commit"
+                    f" {source.commit_sha[:12]} again to rebuild it"
+                )
+            release = self._store.create_release(
+                job, source.commit_sha, by, config=source.config, rollback_of=source.number
+            )
+            release = self._store.describe_release(
+                release,
+                version=source.version,
+                jobtype=source.jobtype or "",
+                manifest=source.manifest or {},
+            )
+            release = self._store.set_artifact(release, source.artifact)
+            return await self._run(release, progress, self._deploy_rollback)
+
+    def _rollback_source(self, job: str, target: int | None) -> Release:
+        releases = self._store.releases(job=job)
+        if not releases:
+            raise DeployFailed(f"no job {job!r}")
+        deployed = [
+            r
+            for r in releases
+            if r.status in (ReleaseStatus.SERVING, ReleaseStatus.SUPERSEDED) and r.artifact
+        ]
+        if target is not None:
+            chosen = next((r for r in releases if r.number == target), None)
+            if chosen is None:
+                raise DeployFailed(f"{job} has no release r{target}")
+            if chosen not in deployed:
+                raise DeployFailed(
+                    f"r{target} of {job} never served ({chosen.status}): nothing to roll back to"
+                )
+            return chosen
+        current = max(
+            (r for r in deployed if r.status == ReleaseStatus.SERVING),
+            key=lambda r: r.number,
+            default=None,
+        )
+        if current is None:
+            raise DeployFailed(f"{job} serves nothing to roll back from; name a release: rN")
+        earlier = [
+            r for r in deployed if r.number < current.number and r.version == current.version
+        ]
+        if not earlier:
+            raise DeployFailed(
+                f"no release of {job} {current.version} before {current.label};"
+                " name the one to deploy again: releases:rollback "
+                f"{job} rN"
+            )
+        return earlier[-1]
+
+    async def _deploy_rollback(self, release: Release, build_log: BuildLog) -> Release:
+        manifest = Manifest.model_validate(release.manifest)
+        build_log(
+            f"Rolling {release.job} {manifest.version} back to r{release.rollback_of}"
+            f" (commit {release.commit_sha[:12]}) as release {release.label}, without rebuilding"
+        )
+        await self._roll_out(release, manifest, build_log, branch=None)
+        return self._finish(release, manifest, build_log)
+
+    # starting, swapping, draining
 
     async def _roll_out(
         self, release: Release, manifest: Manifest, build_log: BuildLog, branch: RefUpdate | None
@@ -218,15 +329,16 @@ class Deployer:
         """An artifact that holds a fixed host port: stop the release of the same job version
         that holds it (returned, to start again if this deploy fails); refuse when anything
         else holds it."""
+        assert release.version is not None
         key = (release.job, release.version)
         if manifest.replicas > 1:
             raise DeployFailed(
                 f"replicas: {manifest.replicas} instances cannot share port {port} (the job's"
                 " fixed port, in host network mode); use 1 replica or a named docker network"
             )
-        for other_key, other in self.serving.items():
+        for other in self.serving:
             if (
-                other_key != key
+                other.key != key
                 and self._runtime.exclusive_port(other.release.artifact or {}) == port
             ):
                 raise DeployFailed(
@@ -234,14 +346,13 @@ class Deployer:
                     f" ({other.release.label}): in host network mode these jobs share the host's"
                     " ports; set another jobtype_extra.user_module_port, or delete that version"
                 )
-        displaced = self.serving.pop(key, None)
+        displaced = self.serving.remove(key)
         if displaced is not None:
             build_log(
                 f"Warning: port {port} is fixed in host network mode: stopping"
                 f" {displaced.release.label} before starting {release.label}"
             )
-            self.publish()
-            await self._stop_all(displaced.instances)
+            await self._retire(displaced)
         if self._runtime.port_taken(port):
             if displaced is not None:
                 await self._reinstate(displaced)
@@ -255,61 +366,12 @@ class Deployer:
         except DeployFailed as exc:
             log.error("could not start %s again: %s", previous.release.label, exc)
             return
-        assert previous.release.version is not None
-        self.serving[(previous.release.job, previous.release.version)] = Serving(
-            previous.release, previous.manifest, instances
-        )
-        self.publish()
-
-    async def _read_source(
-        self, job: str, commit: str, checkout: Path, build_log: BuildLog
-    ) -> tuple[Manifest, Path]:
-        warnings = await asyncio.to_thread(self._repos.export, job, commit, checkout)
-        for warning in warnings:
-            build_log(f"Warning: {warning}")
-        try:
-            source = await asyncio.to_thread(load_job_source, checkout, job)
-        except ManifestError as exc:
-            for error in exc.errors:
-                build_log(f"  {error}")
-            raise DeployFailed(f"job.yaml is invalid: {'; '.join(exc.errors)}") from None
-        return source.manifest, source.job_dir
-
-    async def _build(
-        self, release: Release, manifest: Manifest, source_dir: Path, build_log: BuildLog
-    ) -> dict[str, object]:
-        buildpack = self._buildpacks.get(manifest.jobtype_base)
-        if buildpack is None:
-            available = ", ".join(sorted(self._buildpacks)) or "none"
-            raise DeployFailed(
-                f"jobtype {manifest.jobtype_base!r} cannot run on the {self._runtime.name}"
-                f" runtime (available here: {available})"
-            )
-        loop = asyncio.get_running_loop()
-        request = BuildRequest(
-            job=release.job,
-            version=manifest.version,
-            release=release.number,
-            commit=release.commit_sha,
-            manifest=manifest,
-            source_dir=source_dir,
-            progress=lambda line: loop.call_soon_threadsafe(build_log, line),
-        )
-        artifact: Artifact
-        try:
-            if self._runtime.artifact_kind == ImageArtifact.kind:
-                assert self._image_builder is not None
-                builder = self._image_builder
-                artifact = await asyncio.to_thread(buildpack.build_image, request, builder)
-            else:
-                artifact = await asyncio.to_thread(buildpack.build_directory, request)
-        except BuildFailed as exc:
-            raise DeployFailed(f"build failed: {exc}") from None
-        return artifact.to_record()
+        self.serving.put(Serving(previous.release, previous.manifest, instances))
 
     def _instance_env(self, release: Release, manifest: Manifest) -> dict[str, str]:
         return {
             **manifest.runtime_env,
+            **release.config,
             "JOB_NAME": release.job,
             "JOB_VERSION": manifest.version,
             "GIT_VERSION": release.commit_sha,
@@ -357,23 +419,27 @@ class Deployer:
         return instances
 
     async def _stop_all(self, instances: list[Instance]) -> None:
-        await asyncio.gather(
-            *(self._runtime.stop(i) for i in instances),
-            return_exceptions=True,
-        )
+        await asyncio.gather(*(self._runtime.stop(i) for i in instances), return_exceptions=True)
 
     def _swap(self, new: Serving) -> None:
-        """Route to the new release, then retire the instances it replaces in the background:
-        the push is done once the router has swapped, and stopping old instances (which let
-        their in-flight calls finish) need not hold it up."""
-        assert new.release.version is not None
-        key = (new.release.job, new.release.version)
-        old = self.serving.get(key)
-        self.serving[key] = new
-        self.publish()
+        """Route to the new release; drain and stop what it replaced in the background (the
+        push is done once the router has swapped)."""
+        old = self.serving.put(new)
         self._store.supersede_serving(new.release)
         if old is not None:
-            self._in_background(self._stop_all(old.instances))
+            self._in_background(self._retire(old))
+
+    async def _retire(self, old: Serving) -> None:
+        """No longer routed: let the calls already on their way finish, then stop."""
+        urls = [i.url for i in old.instances]
+        if not await self._drain(urls, self._settings.drain_grace):
+            log.warning(
+                "%s %s: calls still running after %.0fs of draining; stopping anyway",
+                old.release.job,
+                old.release.label,
+                self._settings.drain_grace,
+            )
+        await self._stop_all(old.instances)
 
     def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
         """Work the push need not wait for; shutdown waits for it."""
@@ -384,7 +450,7 @@ class Deployer:
     async def _prune(self, job: str) -> None:
         """Keep the artifacts of the job's newest releases (for rollbacks), drop older ones."""
         in_use: set[str] = set()
-        for serving in self.serving.values():
+        for serving in self.serving:
             artifact = serving.release.artifact or {}
             if serving.release.job == job and artifact.get("kind") == ImageArtifact.kind:
                 in_use |= {artifact["image"], artifact["image_id"]}
@@ -396,11 +462,64 @@ class Deployer:
         if removed:
             log.info("pruned %d old artifact(s) of %s: %s", len(removed), job, ", ".join(removed))
 
-    def publish(self) -> None:
-        self._generation += 1
-        self._publish_snapshot(
-            RouteSnapshot.build([route_of(s) for s in self.serving.values()], self._generation)
+    # crashes and restarts
+
+    async def restarts(self, serving: Serving) -> int:
+        """Crash restarts of a serving release: ours (local) plus the runtime's own (docker)."""
+        counts = await asyncio.gather(*(self._runtime.restarts(i) for i in serving.instances))
+        return serving.restarts + sum(counts)
+
+    def _instance_crashed(self, instance: Instance) -> None:
+        """A serving instance stopped without being asked to: route around it and start it
+        again, with backoff, until it is ready or its release no longer serves."""
+        for serving in self.serving:
+            if instance in serving.instances and instance.name not in serving.down:
+                serving.down.add(instance.name)
+                serving.restarts += 1
+                self.serving.publish()
+                log.warning("%s crashed; restarting it", instance.name)
+                self._in_background(self._revive(serving, instance))
+                return
+
+    async def _revive(self, serving: Serving, crashed: Instance) -> None:
+        delay = CRASH_BACKOFF_FIRST
+        spec = next(
+            s for s in self._specs(serving.release, serving.manifest) if s.name == crashed.name
         )
+        while self.serving.get(serving.key) is serving:
+            # backoff between attempts: a job that crashes at once must not spin the machine
+            await asyncio.sleep(delay)
+            if self.serving.get(serving.key) is not serving:
+                return
+            try:
+                revived = await self._start_one(spec)
+            except (DeployFailed, OSError) as exc:
+                log.warning(
+                    "%s did not come back (next try in %.0fs): %s", crashed.name, delay * 2, exc
+                )
+                delay = min(delay * 2, CRASH_BACKOFF_MAX)
+                continue
+            if self.serving.get(serving.key) is not serving:
+                await self._runtime.stop(revived)
+                return
+            serving.instances[serving.instances.index(crashed)] = revived
+            serving.down.discard(crashed.name)
+            self.serving.publish()
+            log.info("%s is back", crashed.name)
+            return
+
+    async def _start_one(self, spec: InstanceSpec) -> Instance:
+        instance = await self._runtime.start(spec)
+        try:
+            await self._runtime.wait_ready(instance, self._settings.ready_timeout)
+        except BaseException as exc:
+            await self._runtime.stop(instance)
+            if isinstance(exc, InstanceFailed):
+                raise DeployFailed(str(exc)) from None
+            raise
+        return instance
+
+    # restarts of the platform
 
     async def restore(self) -> None:
         """After a restart: mark interrupted deploys failed, remove instances that serve no
@@ -426,38 +545,18 @@ class Deployer:
             self._in_background(self._restore(release, manifest))
 
     async def _restore(self, release: Release, manifest: Manifest) -> None:
-        assert release.version is not None
-        async with self._lock(release.job):
+        async with self.locks.hold(release.job, f"restore of {release.job} {release.label}"):
             try:
                 instances = await self._start(release, manifest, _quiet(), adopt=True)
             except DeployFailed as exc:
                 log.error("could not restore %s %s: %s", release.job, release.label, exc)
                 return
-            self.serving[(release.job, release.version)] = Serving(release, manifest, instances)
-            self.publish()
+            self.serving.put(Serving(release, manifest, instances))
         log.info("restored %s %s (%s)", release.job, release.version, release.label)
 
     async def shutdown(self) -> None:
+        for running in list(self.running.values()):
+            running.task.cancel()
         self.serving.clear()
-        self.publish()
-        await asyncio.gather(*self._background)
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._runtime.close()
-
-
-def _quiet() -> BuildLog:
-    return BuildLog(lambda _line: None)
-
-
-def route_of(serving: Serving) -> JobRoute:
-    release, manifest = serving.release, serving.manifest
-    routing = Routing.from_record((release.artifact or {}).get("routing"))
-    return JobRoute(
-        job=release.job,
-        version=manifest.version,
-        release=release.number,
-        upstreams=tuple(i.url for i in serving.instances),
-        public_endpoints=frozenset(manifest.public_endpoints),
-        commit=release.commit_sha,
-        strip_prefix=routing.strip_prefix,
-        platform_probes=routing.platform_probes,
-    )

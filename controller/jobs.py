@@ -14,19 +14,20 @@ from router.versions import SemVer
 class JobRow:
     name: str
     version: str
-    status: str  # running, down, deploying, failed
+    status: str  # running, degraded (n/m up), restarting, down, deploying, failed
     release: str
     url: str | None
     commit: str
     deployed_by: str
     updated_at: str
     error: str | None = None
+    restarts: int = 0  # instances of this release restarted after a crash
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _row(release: Release, status: str, url: str | None) -> JobRow:
+def _row(release: Release, status: str, url: str | None, restarts: int = 0) -> JobRow:
     return JobRow(
         name=release.job,
         version=release.version or "-",
@@ -37,10 +38,11 @@ def _row(release: Release, status: str, url: str | None) -> JobRow:
         deployed_by=release.deployed_by,
         updated_at=release.finished_at or release.created_at,
         error=release.error if status == "failed" else None,
+        restarts=restarts,
     )
 
 
-def list_jobs(store: Store, deployer: Deployer) -> list[JobRow]:
+async def list_jobs(store: Store, deployer: Deployer) -> list[JobRow]:
     latest: dict[tuple[str, str | None], Release] = {}
     serving: dict[tuple[str, str | None], Release] = {}
     for release in store.releases():  # ordered by job, number
@@ -58,9 +60,12 @@ def list_jobs(store: Store, deployer: Deployer) -> list[JobRow]:
         current = serving.get(key)
         if current is not None and version is not None:
             live = deployer.serving.get((job, version))
-            running = live is not None and live.release.id == current.id
             url = deployer.job_url(job, version)
-            rows.append(_row(current, "running" if running else "down", url))
+            if live is None or live.release.id != current.id:
+                rows.append(_row(current, "down", url))
+            else:
+                restarts = await deployer.restarts(live)
+                rows.append(_row(current, live.state, url, restarts))
         elif last.status == ReleaseStatus.DEPLOYING:
             rows.append(_row(last, "deploying", None))
         else:

@@ -21,11 +21,13 @@ from buildpacks.python3 import Python3Buildpack
 from controller.accounts import Accounts
 from controller.api import make_api_app
 from controller.authorization import CallAuthorizer
+from controller.build_step import BuildStep
 from controller.deployer import Deployer, DeploySettings
 from controller.errors import StartupError
 from controller.keyfiles import load_or_create_host_key, load_or_create_token_key
 from controller.runtime_setup import RuntimeSettings, make_runtime
 from controller.services import Services
+from controller.serving import ServingTable
 from controller.ssh_operations import SshOperations
 from controller.store import Store
 from controller.tokens import TokenMinter
@@ -50,6 +52,9 @@ class Settings:
     auth: bool = True
     ready_timeout: float = 180.0
     keep_releases: int = 5
+    drain_grace: float = 30.0
+    deploy_wait: float = 600.0
+    ssh_keepalive: float = 15.0
 
 
 def _os_reason(exc: OSError) -> str:
@@ -116,24 +121,33 @@ class Platform:
             "docker-proxy": DockerProxyBuildpack(),
             "golang": GolangBuildpack(),
         }
-        self._deployer = deployer = Deployer(
-            store=store,
+        build = BuildStep(
             repos=repos,
             buildpacks=buildpacks,
-            runtime=runtime,
+            artifact_kind=runtime.artifact_kind,
+            work_dir=data / "work",
             image_builder=image_builder,
-            publish=router.publish,
+        )
+        self._deployer = deployer = Deployer(
+            store=store,
+            build=build,
+            runtime=runtime,
+            serving=ServingTable(router.publish),
+            drain=router.drain,
             settings=DeploySettings(
                 public_url=public_url,
-                work_dir=data / "work",
                 ready_timeout=settings.ready_timeout,
                 keep_releases=settings.keep_releases,
+                drain_grace=settings.drain_grace,
+                lock_timeout=settings.deploy_wait,
             ),
         )
         await deployer.restore()  # quick: job versions come back in the background
         services = Services(store, accounts, deployer, auth_required=settings.auth)
         host_key = load_or_create_host_key(data)
-        self._receiver = GitReceiver(SshOperations(services), repos, host_key)
+        self._receiver = GitReceiver(
+            SshOperations(services), repos, host_key, keepalive_interval=settings.ssh_keepalive
+        )
         ssh_port = await _listen(
             self._receiver.start(settings.host, settings.ssh_port),
             settings.host,

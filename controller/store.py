@@ -51,6 +51,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX releases_by_job_version ON releases (job, version);
     """,
+    # config: the environment the release runs with on top of its manifest (rollbacks keep it);
+    # rollback_of: the release whose artifact and config a rollback re-deployed
+    """
+    ALTER TABLE releases ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE releases ADD COLUMN rollback_of INTEGER;
+    """,
 ]
 
 
@@ -90,6 +96,8 @@ class Release:
     deployed_by: str
     created_at: str
     finished_at: str | None
+    config: dict[str, str]
+    rollback_of: int | None
 
     @property
     def label(self) -> str:
@@ -122,6 +130,8 @@ def _release(row: sqlite3.Row) -> Release:
         deployed_by=row["deployed_by"],
         created_at=row["created_at"],
         finished_at=row["finished_at"],
+        config=json.loads(row["config"]),
+        rollback_of=row["rollback_of"],
     )
 
 
@@ -199,16 +209,33 @@ class Store:
 
     # releases
 
-    def create_release(self, job: str, commit_sha: str, deployed_by: str) -> Release:
+    def create_release(
+        self,
+        job: str,
+        commit_sha: str,
+        deployed_by: str,
+        *,
+        config: dict[str, str] | None = None,
+        rollback_of: int | None = None,
+    ) -> Release:
         """A new release numbered after the job's highest one (r1, r2, ...)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             row = self._one("SELECT MAX(number) FROM releases WHERE job = ?", (job,))
             number = (row[0] if row and row[0] else 0) + 1
             cursor = self._db.execute(
-                "INSERT INTO releases (job, number, commit_sha, status, deployed_by, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (job, number, commit_sha, ReleaseStatus.DEPLOYING, deployed_by, _now()),
+                "INSERT INTO releases (job, number, commit_sha, status, deployed_by, created_at,"
+                " config, rollback_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job,
+                    number,
+                    commit_sha,
+                    ReleaseStatus.DEPLOYING,
+                    deployed_by,
+                    _now(),
+                    json.dumps(config or {}),
+                    rollback_of,
+                ),
             )
             self._db.execute("COMMIT")
         except BaseException:
@@ -217,6 +244,17 @@ class Store:
         release = self.release_by_id(int(cursor.lastrowid or 0))
         assert release is not None
         return release
+
+    def release_by_number(self, job: str, number: int) -> Release | None:
+        row = self._one("SELECT * FROM releases WHERE job = ? AND number = ?", (job, number))
+        return _release(row) if row else None
+
+    def latest_config(self, job: str) -> dict[str, str]:
+        """The config of the job's newest release: a push keeps what was configured."""
+        row = self._one(
+            "SELECT config FROM releases WHERE job = ? ORDER BY number DESC LIMIT 1", (job,)
+        )
+        return json.loads(row["config"]) if row else {}
 
     def release_by_id(self, release_id: int) -> Release | None:
         row = self._one("SELECT * FROM releases WHERE id = ?", (release_id,))

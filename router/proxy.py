@@ -6,6 +6,7 @@ streamed chunk by chunk, never held whole in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client import exposition as prometheus_exposition
 
 from router.auth import AUTH_HEADER, Authorizer, token_from_request
+from router.inflight import InFlight
 from router.routes import EMPTY_SNAPSHOT, JobRoute, RouteSnapshot
 
 log = logging.getLogger("racetrack.router")
@@ -79,6 +81,7 @@ class Router:
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._in_flight = InFlight()
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "racetrack_router_requests",
@@ -143,23 +146,49 @@ class Router:
         probe = route.probe_answer(bare_path)
         if probe is not None:  # only ready instances are routed: the platform knows the answer
             return web.json_response(probe)
-        if self._authorizer is not None and not route.is_public(bare_path):
-            denied = await self._authorizer(
-                token_from_request(request), job, route.version, bare_path
-            )
-            if denied is not None:
-                self._requests.labels(job, route.version, str(denied.status)).inc()
-                return _json_error(denied.status, denied.reason, request_id=tracing_id)
-        upstream_path = route.upstream_path(path)
-        if upstream_path is None:
+        if not route.upstreams:
             return _json_error(
-                404,
-                f"job {job} {route.version} answers under {route.strip_prefix}/ only",
+                503,
+                f"job {job} {route.version} has no instance ready (restarting after a crash)",
                 job=job,
                 version=route.version,
                 request_id=tracing_id,
             )
-        return await self._forward(request, route, upstream_path, tracing_id)
+        upstream = route.pick_upstream()
+        with self._in_flight.track(upstream):  # counted before anything is awaited
+            if self._authorizer is not None and not route.is_public(bare_path):
+                denied = await self._authorizer(
+                    token_from_request(request), job, route.version, bare_path
+                )
+                if denied is not None:
+                    self._requests.labels(job, route.version, str(denied.status)).inc()
+                    return _json_error(denied.status, denied.reason, request_id=tracing_id)
+            upstream_path = route.upstream_path(path)
+            if upstream_path is None:
+                return _json_error(
+                    404,
+                    f"job {job} {route.version} answers under {route.strip_prefix}/ only",
+                    job=job,
+                    version=route.version,
+                    request_id=tracing_id,
+                )
+            return await self._forward(request, route, upstream, upstream_path, tracing_id)
+
+    async def drain(self, upstreams: list[str], timeout: float) -> bool:
+        """Wait until the calls already routed to `upstreams` are done (no new ones are routed
+        there once a snapshot without them is published); False if `timeout` passed first."""
+        return await self._in_flight.drained(upstreams, timeout)
+
+    def _alternative(self, route: JobRoute, tried: set[str]) -> str | None:
+        """Another ready instance of the same job version, from the current snapshot."""
+        current = self._snapshot.resolve(route.job, route.version)
+        if current is None:
+            return None
+        for _ in current.upstreams:
+            upstream = current.pick_upstream()
+            if upstream not in tried:
+                return upstream
+        return None
 
     def _upstream_headers(
         self, request: web.Request, route: JobRoute, tracing_id: str
@@ -184,10 +213,42 @@ class Router:
         return headers
 
     async def _forward(
-        self, request: web.Request, route: JobRoute, path: str, tracing_id: str
+        self, request: web.Request, route: JobRoute, upstream: str, path: str, tracing_id: str
+    ) -> web.StreamResponse:
+        """Send to `upstream`; if it refuses the connection (nothing was sent: a crashed
+        instance), try the job version's other ready instances."""
+        tried = {upstream}
+        with contextlib.ExitStack() as counted:
+            while True:
+                try:
+                    return await self._send(request, route, upstream, path, tracing_id)
+                except aiohttp.ClientConnectorError as exc:
+                    alternative = self._alternative(route, tried)
+                    if alternative is None:
+                        return self._bad_gateway(route, tracing_id, exc)
+                    log.info("%s refused %s: trying %s", upstream, tracing_id, alternative)
+                    counted.enter_context(self._in_flight.track(alternative))
+                    tried.add(alternative)
+                    upstream = alternative
+
+    def _bad_gateway(self, route: JobRoute, tracing_id: str, exc: Exception) -> web.Response:
+        self._requests.labels(route.job, route.version, "502").inc()
+        log.warning(
+            "upstream of %s %s failed (request %s): %r", route.job, route.version, tracing_id, exc
+        )
+        return _json_error(
+            502,
+            f"job {route.job} {route.version} did not answer: {exc.__class__.__name__}"
+            + (f": {exc}" if str(exc) else ""),
+            job=route.job,
+            version=route.version,
+            request_id=tracing_id,
+        )
+
+    async def _send(
+        self, request: web.Request, route: JobRoute, upstream: str, path: str, tracing_id: str
     ) -> web.StreamResponse:
         assert self._session is not None, "router session not started"
-        upstream = route.pick_upstream()
         started = time.perf_counter()
         body = request.content if request.body_exists else None
         response: web.StreamResponse | None = None
@@ -214,6 +275,8 @@ class Router:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
+        except aiohttp.ClientConnectorError:
+            raise  # nothing was sent: _forward may try another instance
         except (aiohttp.ClientError, TimeoutError) as exc:
             if response is not None and response.prepared:
                 # Headers are out: the only honest signal left is a cut connection.
@@ -225,19 +288,4 @@ class Router:
                     exc,
                 )
                 raise
-            self._requests.labels(route.job, route.version, "502").inc()
-            log.warning(
-                "upstream of %s %s failed (request %s): %r",
-                route.job,
-                route.version,
-                tracing_id,
-                exc,
-            )
-            return _json_error(
-                502,
-                f"job {route.job} {route.version} did not answer: {exc.__class__.__name__}"
-                + (f": {exc}" if str(exc) else ""),
-                job=route.job,
-                version=route.version,
-                request_id=tracing_id,
-            )
+            return self._bad_gateway(route, tracing_id, exc)

@@ -78,18 +78,21 @@ class RouteSnapshot:
     @classmethod
     def build(cls, routes: Iterable[JobRoute], generation: int = 0) -> RouteSnapshot:
         table: dict[str, dict[str, JobRoute]] = {}
-        for route in routes:
-            if not route.upstreams:
-                continue
+        for route in routes:  # a route without upstreams is a version restarting after a crash
             table.setdefault(route.job, {})[route.version] = route
         frozen = {job: MappingProxyType(versions) for job, versions in table.items()}
         return cls(jobs=MappingProxyType(frozen), generation=generation)
 
     def resolve(self, job: str, selector: str) -> JobRoute | None:
+        """An exact version, even one restarting (its calls get 503); `latest` and wildcards
+        choose among the versions that have a ready instance."""
         versions = self.jobs.get(job)
         if not versions:
             return None
-        version = select_version(selector, list(versions))
+        if selector in versions:
+            return versions[selector]
+        running = [version for version, route in versions.items() if route.upstreams]
+        version = select_version(selector, running)
         return None if version is None else versions[version]
 
 

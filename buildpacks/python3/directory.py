@@ -44,7 +44,7 @@ class DirectoryBuilder:
         requirements = check_source(request.source_dir, extra, progress)
         self._warn_python_version(extra, progress)
 
-        venv = self._dependency_venv(request.source_dir, requirements, extra, progress)
+        venv = self._dependency_venv(request, requirements, extra)
         dest = (
             self._artifacts_root
             / request.job
@@ -89,8 +89,9 @@ class DirectoryBuilder:
             )
 
     def _dependency_venv(
-        self, source: Path, requirements: Path | None, extra: Python3Extra, progress: Progress
+        self, request: BuildRequest, requirements: Path | None, extra: Python3Extra
     ) -> Path:
+        source, progress, cancelled = request.source_dir, request.progress, request.cancelled
         fingerprint = hashlib.sha256()
         fingerprint.update(sys.version.encode())
         fingerprint.update(os.path.realpath(sys.executable).encode())
@@ -109,6 +110,7 @@ class DirectoryBuilder:
                 [sys.executable, "-m", "venv", "--without-pip", str(venv)],
                 progress,
                 what="creating the virtual environment",
+                cancelled=cancelled,
             )
             if requirements is not None:
                 pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
@@ -126,10 +128,11 @@ class DirectoryBuilder:
                     ],
                     progress,
                     what="pip install",
+                    cancelled=cancelled,
                     cwd=source,
                 )
                 if extra.check_requirements:
-                    run_logged([*pip, "check"], progress, what="pip check")
+                    run_logged([*pip, "check"], progress, what="pip check", cancelled=cancelled)
             (venv / COMPLETE_MARKER).touch()
             make_read_only(venv)
         return venv

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,9 +48,15 @@ class Instance(Protocol):
         ...
 
 
+CrashHandler = Callable[[Instance], None]
+
+
 class Runtime(Protocol):
     name: str
     artifact_kind: str  # what the buildpacks must build for it: "directory" or "image"
+    # called when an instance stops without being asked to (runtimes that restart crashed
+    # instances themselves, like the docker engine, never call it)
+    on_crash: CrashHandler | None
 
     async def start(self, spec: InstanceSpec) -> Instance: ...
 
@@ -70,6 +76,14 @@ class Runtime(Protocol):
 
     def port_taken(self, port: int) -> bool:
         """Whether something already listens on an exclusive port."""
+        ...
+
+    async def artifact_available(self, artifact: Mapping[str, Any]) -> bool:
+        """Whether the artifact still exists (a rollback needs it)."""
+        ...
+
+    async def restarts(self, instance: Instance) -> int:
+        """How often the runtime itself restarted this instance since it was started."""
         ...
 
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:

@@ -25,7 +25,13 @@ import docker.errors
 from docker.models.containers import Container
 
 from buildpacks.build import ImageArtifact
-from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, free_port
+from controller.runtimes.base import (
+    CrashHandler,
+    Instance,
+    InstanceFailed,
+    InstanceSpec,
+    free_port,
+)
 from controller.runtimes.probes import PROBE_TIMEOUT, probe_once, wait_until_ready
 from controller.runtimes.resources import docker_limits
 
@@ -67,6 +73,7 @@ class DockerRuntime:
         self._host = host
         self._shutdown_grace = shutdown_grace
         self._session: aiohttp.ClientSession | None = None
+        self.on_crash: CrashHandler | None = None  # the engine restarts crashed containers
 
     # what a container looks like
 
@@ -238,6 +245,22 @@ class DockerRuntime:
         container.stop(timeout=int(self._shutdown_grace))  # SIGTERM, SIGKILL after the grace
         container.remove(force=True)
         log.info("stopped and removed %s", instance.name)
+
+    async def artifact_available(self, artifact: Mapping[str, Any]) -> bool:
+        image_id = ImageArtifact.from_record(artifact).image_id
+        try:
+            await asyncio.to_thread(self._client.images.get, image_id)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    async def restarts(self, instance: Instance) -> int:
+        assert isinstance(instance, DockerInstance)
+        try:
+            container = await asyncio.to_thread(self._container, instance)
+        except docker.errors.NotFound:
+            return 0
+        return int(container.attrs.get("RestartCount", 0)) - instance.restarts_before
 
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
         return await asyncio.to_thread(self._prune, job, keep, in_use)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from buildpacks.build import DirectoryArtifact
-from controller.runtimes.base import Instance, InstanceSpec, free_port
+from controller.runtimes.base import CrashHandler, Instance, InstanceSpec, free_port
 from controller.runtimes.probes import PROBE_TIMEOUT, probe_once, wait_until_ready
 
 log = logging.getLogger("racetrack.runtime.local")
@@ -25,6 +26,7 @@ log = logging.getLogger("racetrack.runtime.local")
 # Only these are passed through from the platform's environment: a job must not inherit the
 # platform's secrets by accident.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def log_tail(path: Path, lines: int = 5) -> str:
@@ -36,6 +38,12 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.decode("utf-8", "replace").rstrip() for line in tail if line.strip())
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the platform dies, even by SIGKILL itself."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @dataclass(eq=False)  # identity semantics: instances live in a set
 class LocalInstance:
     spec: InstanceSpec
@@ -44,6 +52,7 @@ class LocalInstance:
     log_path: Path
     process: asyncio.subprocess.Process
     stopping: bool = field(default=False)
+    watcher: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -63,10 +72,12 @@ class LocalRuntime:
     ) -> None:
         self._logs = data_dir / "logs"
         self._homes = data_dir / "instances"
+        self._artifacts = data_dir / "artifacts"
         self._host = host
         self._shutdown_grace = shutdown_grace
         self._instances: set[LocalInstance] = set()
         self._session: aiohttp.ClientSession | None = None
+        self.on_crash: CrashHandler | None = None
 
     def _probe_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -104,11 +115,23 @@ class LocalRuntime:
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() signals the whole job
+                preexec_fn=_die_with_parent,
             )
         instance = LocalInstance(spec, self._host, port, log_path, process)
         self._instances.add(instance)
+        instance.watcher = asyncio.ensure_future(self._watch(instance))
         log.info("started %s (pid %d, port %d)", spec.name, process.pid, port)
         return instance
+
+    async def _watch(self, instance: LocalInstance) -> None:
+        status = await instance.process.wait()
+        if not instance.stopping:
+            log.warning(
+                "%s exited with status %s: %s", instance.name, status, log_tail(instance.log_path)
+            )
+            self._instances.discard(instance)
+            if self.on_crash is not None:
+                self.on_crash(instance)
 
     async def wait_ready(self, instance: Instance, timeout: float) -> None:
         assert isinstance(instance, LocalInstance)
@@ -152,8 +175,31 @@ class LocalRuntime:
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
         return []  # release directories are small (venvs are shared) and are kept
 
+    async def artifact_available(self, artifact: Mapping[str, Any]) -> bool:
+        return DirectoryArtifact.from_record(artifact).path.is_dir()
+
+    async def restarts(self, instance: Instance) -> int:
+        return 0  # the deployer restarts crashed local instances and counts them itself
+
     async def remove_strays(self, keep: set[str]) -> list[str]:
-        return []  # every process this runtime starts is its own child
+        """Job processes of this data dir left by a platform that was killed (children die with
+        the platform, but a job's own children may not): their process groups are killed.
+        Called before anything starts, so every such process is a leftover."""
+        marker = f"JOB_DIR={self._artifacts}/".encode()
+        groups: dict[int, str] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+                if marker in environ:
+                    groups[os.getpgid(int(entry.name))] = entry.name
+            except (OSError, ProcessLookupError):
+                continue  # gone meanwhile, or not ours to read
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+        return [f"process group {group}" for group in groups]
 
     async def stop(self, instance: Instance) -> None:
         """SIGTERM to the instance's process group, SIGKILL after the grace; then SIGKILL to

@@ -24,6 +24,7 @@ def test_jobs_list_shows_versions_status_release_and_url(server, token, workdir,
     assert "No module named 'nope'" in rows[2]["error"]
 
     table = server.ssh("jobs:list").stdout.splitlines()
-    assert table[0].split() == ["NAME", "VERSION", "STATUS", "RELEASE", "URL"]
-    assert [job_name, "1.1.0", "running", "r2", f"{url}/1.1.0/"] in [row.split() for row in table]
-    assert [job_name, "2.0.0", "failed", "r3", "-"] in [row.split() for row in table]
+    assert table[0].split() == ["NAME", "VERSION", "STATUS", "RELEASE", "RESTARTS", "URL"]
+    rows = [row.split() for row in table]
+    assert [job_name, "1.1.0", "running", "r2", "0", f"{url}/1.1.0/"] in rows
+    assert [job_name, "2.0.0", "failed", "r3", "0", "-"] in rows

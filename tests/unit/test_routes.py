@@ -41,7 +41,7 @@ def route(job, version, *upstreams, public=()):
     return JobRoute(job, version, 1, tuple(upstreams), frozenset(public))
 
 
-def test_snapshot_resolves_and_ignores_routes_without_upstreams():
+def test_snapshot_resolves_and_keeps_versions_that_are_restarting():
     snapshot = RouteSnapshot.build(
         [
             route("adder", "1.0.0", "http://a"),
@@ -50,7 +50,7 @@ def test_snapshot_resolves_and_ignores_routes_without_upstreams():
         ]
     )
     assert snapshot.resolve("adder", "latest").version == "1.0.0"
-    assert snapshot.resolve("adder", "2.0.0") is None
+    assert snapshot.resolve("adder", "2.0.0").upstreams == ()  # answered 503, not 404
     assert snapshot.resolve("nope", "latest") is None
 
 

@@ -1,18 +1,15 @@
-"""Admin commands (`ssh -p 2222 git@HOST <command>`): one registry, argparse per command.
+"""The command registry: argparse per command, one-line failures, `--json` on listings.
 
-Every command answers `--help`; a failure exits non-zero with a one-line reason on stderr;
-every listing accepts `--json`.
+Every command answers `--help`; a failure exits non-zero with a one-line reason on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from controller.jobs import list_jobs
 from controller.services import Services
 from controller.store import User
 from gitreceiver.interface import CommandIO
@@ -86,7 +83,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_flag(parser: argparse.ArgumentParser) -> None:
+def json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -109,37 +106,3 @@ async def run_command(services: Services, user: User, argv: list[str], io: Comma
         return 1
     await io.drain()
     return 0
-
-
-@command("help", "list the commands")
-async def _help(ctx: CommandContext, _args: argparse.Namespace) -> None:
-    width = max(len(name) for name in COMMANDS)
-    lines = [f"  {c.name.ljust(width)}  {c.summary}" for c in COMMANDS.values()]
-    ctx.io.out(
-        "Racetrack commands (ssh -p PORT git@HOST <command> [--help]):\n"
-        + "\n".join(lines)
-        + f"\n\nDeploy: git remote add racetrack {ctx.services.ssh_url}/<job>"
-        " && git push racetrack main\n"
-    )
-
-
-@command("jobs:list", "list job versions: status, release, URL", _json_flag)
-async def _jobs_list(ctx: CommandContext, args: argparse.Namespace) -> None:
-    rows = list_jobs(ctx.services.store, ctx.services.deployer)
-    if args.json:
-        ctx.io.out(json.dumps([row.to_json() for row in rows], indent=2) + "\n")
-        return
-    if not rows:
-        ctx.io.out("No jobs yet. Push one: git push racetrack main\n")
-        return
-    ctx.io.out(
-        format_table(
-            ["NAME", "VERSION", "STATUS", "RELEASE", "URL"],
-            [[r.name, r.version, r.status, r.release, r.url or "-"] for r in rows],
-        )
-    )
-
-
-@command("auth:token", "print your API token (header X-Racetrack-Auth)")
-async def _auth_token(ctx: CommandContext, _args: argparse.Namespace) -> None:
-    ctx.io.out(ctx.services.accounts.token_for(ctx.user) + "\n")

@@ -1,0 +1,113 @@
+"""From a pushed commit to an artifact: checkout, manifest, buildpack.
+
+The buildpack runs in a worker thread. Cancelling the deploy sets the build's cancel event (the
+buildpack stops its processes or build containers) and waits for the thread to end, so that a
+cancelled build never keeps writing behind the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from buildpacks.build import Artifact, BuildFailed, Buildpack, BuildRequest, ImageArtifact
+from buildpacks.docker_build import ImageBuilder
+from buildpacks.manifest import Manifest, ManifestError
+from buildpacks.source import load_job_source
+from controller.errors import DeployFailed
+from controller.store import Release
+from gitreceiver.repos import RepoStore
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Built:
+    manifest: Manifest
+    artifact: dict[str, Any]
+
+
+class BuildStep:
+    def __init__(
+        self,
+        *,
+        repos: RepoStore,
+        buildpacks: Mapping[str, Buildpack],
+        artifact_kind: str,
+        work_dir: Path,
+        image_builder: ImageBuilder | None = None,
+    ) -> None:
+        self._repos = repos
+        self._buildpacks = buildpacks
+        self._artifact_kind = artifact_kind
+        self._work_dir = work_dir
+        self._image_builder = image_builder
+
+    async def checkout_and_read(
+        self, release: Release, checkout: Path, progress: Progress
+    ) -> tuple[Manifest, Path]:
+        warnings = await asyncio.to_thread(
+            self._repos.export, release.job, release.commit_sha, checkout
+        )
+        for warning in warnings:
+            progress(f"Warning: {warning}")
+        try:
+            source = await asyncio.to_thread(load_job_source, checkout, release.job)
+        except ManifestError as exc:
+            for error in exc.errors:
+                progress(f"  {error}")
+            raise DeployFailed(f"job.yaml is invalid: {'; '.join(exc.errors)}") from None
+        return source.manifest, source.job_dir
+
+    def checkout_dir(self, release: Release) -> Path:
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{release.job}-{release.label}-", dir=self._work_dir))
+
+    @staticmethod
+    async def remove_checkout(checkout: Path) -> None:
+        await asyncio.to_thread(shutil.rmtree, checkout, True)
+
+    async def build(
+        self, release: Release, manifest: Manifest, source_dir: Path, progress: Progress
+    ) -> dict[str, Any]:
+        """The artifact record; DeployFailed names what went wrong."""
+        buildpack = self._buildpacks.get(manifest.jobtype_base)
+        if buildpack is None:
+            available = ", ".join(sorted(self._buildpacks)) or "none"
+            raise DeployFailed(
+                f"jobtype {manifest.jobtype_base!r} has no buildpack here (available: {available})"
+            )
+        loop = asyncio.get_running_loop()
+        request = BuildRequest(
+            job=release.job,
+            version=manifest.version,
+            release=release.number,
+            commit=release.commit_sha,
+            manifest=manifest,
+            source_dir=source_dir,
+            progress=lambda line: loop.call_soon_threadsafe(progress, line),
+        )
+
+        def run() -> Artifact:
+            if self._artifact_kind == ImageArtifact.kind:
+                assert self._image_builder is not None
+                return buildpack.build_image(request, self._image_builder)
+            return buildpack.build_directory(request)
+
+        building = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            artifact = await asyncio.shield(building)
+        except asyncio.CancelledError:
+            request.cancelled.set()  # the buildpack stops its processes and fails soon
+            await asyncio.wait([building])
+            if not building.cancelled():
+                building.exception()  # retrieved: it is the cancellation's doing
+            raise
+        except BuildFailed as exc:
+            raise DeployFailed(f"build failed: {exc}") from None
+        return artifact.to_record()
