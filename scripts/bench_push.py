@@ -19,20 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import EXAMPLES, JobRepo, Server, remove_docker_leftovers
+from tests.harness import EXAMPLES, RUNTIME_FLAGS, JobRepo, Server, remove_docker_leftovers
 
 ANSWER_DEADLINE = 120.0
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-RUNTIME_ARGS = {
-    "local": (),
-    "docker": (
-        "--runtime",
-        "docker",
-        "--python-base-image",
-        "racetrack/python3-base:bookworm",
-        *(("--build-ca-bundle", str(CA_BUNDLE)) if CA_BUNDLE.exists() else ()),
-    ),
-}
 
 
 def push_to_live(server: Server, repo: JobRepo, token: str, want: object) -> float:
@@ -50,7 +39,7 @@ def push_to_live(server: Server, repo: JobRepo, token: str, want: object) -> flo
 
 
 def sample(runtime: str, workdir: Path) -> tuple[float, float]:
-    server = Server(workdir / "platform", extra_args=RUNTIME_ARGS[runtime]).start()
+    server = Server(workdir / "platform", extra_args=RUNTIME_FLAGS[runtime]).start()
     try:
         source = workdir / "adder"
         shutil.copytree(EXAMPLES / "adder", source)
@@ -85,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="fresh platforms per runtime")
     parser.add_argument(
-        "--runtime", action="append", choices=sorted(RUNTIME_ARGS), help="default: both"
+        "--runtime", action="append", choices=sorted(RUNTIME_FLAGS), help="default: both"
     )
     args = parser.parse_args()
     runtimes = args.runtime or ["local", "docker"]

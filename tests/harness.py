@@ -29,6 +29,17 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_EMAIL": "test@example.com",
 }
 START_TIMEOUT = 60.0
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# How the benchmarks run each runtime (docker: with the offline base from scripts/setup-docker,
+# and this machine's CA bundle so that pip inside builds trusts its TLS proxy).
+RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {
+    "local": (),
+    "docker": (
+        "--runtime", "docker",
+        "--python-base-image", "racetrack/python3-base:bookworm",
+        *(("--build-ca-bundle", str(CA_BUNDLE)) if CA_BUNDLE.exists() else ()),
+    ),
+}  # fmt: skip
 
 
 def make_key(path: Path, comment: str = "tester@example") -> Path:

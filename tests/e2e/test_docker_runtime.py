@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_zero_downtime import check_calls, redeploy_under_load
 from tests.harness import JobRepo, Server, python_job, remove_docker_leftovers, wait_for
 
 BASE_IMAGE = "racetrack/python3-base:bookworm"
@@ -456,3 +457,23 @@ def test_a_killed_platform_adopts_its_containers_and_removes_strays(tmp_path, wo
     finally:
         platform.stop()
         remove_docker_leftovers(platform.data_dir)
+
+
+def test_docker_redeploys_and_a_rollback_under_load_drop_nothing(
+    dserver, dtoken, workdir, job_name
+):
+    check_calls(redeploy_under_load(dserver, dtoken, workdir, job_name))
+
+
+def test_rollback_needs_the_artifact_still_kept(dserver, dtoken, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name, "return 1", signature=""))
+    assert dserver.push(repo).returncode == 0
+    for n in (2, 3, 4):
+        repo.commit(python_job(job_name, f"return {n}", signature=""))
+        assert dserver.push(repo).returncode == 0
+    wait_for(lambda: len(tags_of(job_name)) == 2, "old images to be pruned (--keep-images 2)")
+    gone = dserver.ssh("releases:rollback", job_name, "r1")
+    assert gone.returncode == 1
+    assert gone.stderr.startswith("racetrack: the artifact of r1 is gone (only the newest 2")
+    assert dserver.ssh("releases:rollback", job_name).returncode == 0  # r3 is kept
+    assert dserver.call(job_name, "latest", payload={}, token=dtoken) == (200, 3)
