@@ -224,8 +224,7 @@ class ImageBuilder:
                     raise BuildFailed("the image build was cancelled") from None
                 raise
             finally:
-                stop_watching.set()
-                watcher.join()
+                stop_watching.set()  # the watcher ends within its poll interval; no join
         return tag, image_id
 
     def _kill_steps_when_cancelled(
