@@ -225,6 +225,10 @@ class ImageBuilder:
                 raise
             finally:
                 stop_watching.set()  # the watcher ends within its poll interval; no join
+            if request.cancelled.is_set():  # cancelled between steps: the build went on
+                with contextlib.suppress(docker.errors.APIError):
+                    self.client.images.remove(tag)
+                raise BuildFailed("the image build was cancelled")
         return tag, image_id
 
     def _kill_steps_when_cancelled(

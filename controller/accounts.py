@@ -7,7 +7,8 @@ from pathlib import Path
 
 import asyncssh
 
-from controller.store import Store, User
+from controller.permissions import Principal
+from controller.store import Store, Token, User
 from controller.tokens import TokenMinter, hash_token
 from router.auth import AUTH_HEADER
 
@@ -34,6 +35,10 @@ def name_from_comment(comment: str | None) -> str:
     return name if name and name[0].isalpha() else "admin"
 
 
+def principal_of(user: User) -> Principal:
+    return Principal("user", user.name, user.is_admin)
+
+
 class Accounts:
     def __init__(self, store: Store, minter: TokenMinter) -> None:
         self._store = store
@@ -45,19 +50,46 @@ class Accounts:
     def token_for(self, user: User) -> str:
         return self._minter.token_for(self._user_subject(user), user.token_generation)
 
-    def authenticate(self, token: str | None) -> User:
-        """The owner of an API token; raises NotAuthenticated naming what is wrong."""
+    def _row_token(self, token: Token) -> str:
+        return self._minter.token_for(f"token:{token.id}", 1)
+
+    def authenticate(self, token: str | None) -> Principal:
+        """Who an API token belongs to; raises NotAuthenticated naming what is wrong."""
         if not token:
             raise NotAuthenticated(
                 f"missing {AUTH_HEADER} header (get your token: ssh -p PORT git@HOST auth:token)"
             )
-        user = self._store.user_by_token_hash(hash_token(token))
-        if user is None:
+        token_hash = hash_token(token)
+        user = self._store.user_by_token_hash(token_hash)
+        if user is not None:
+            return principal_of(user)
+        row = self._store.token_by_hash(token_hash)
+        if row is None:
             raise NotAuthenticated(f"invalid {AUTH_HEADER} token")
-        return user
+        kind, _, name = row.subject.partition(":")
+        return Principal(kind, name)
 
-    def identify(self, fingerprint: str) -> User | None:
-        return self._store.user_by_fingerprint(fingerprint)
+    def identify(self, fingerprint: str) -> Principal | None:
+        user = self._store.user_by_fingerprint(fingerprint)
+        return None if user is None else principal_of(user)
+
+    def create_token(self, subject: str, created_by: str) -> tuple[Token, str]:
+        """A new token for `esc:NAME` (shown once) or `family:NAME`."""
+        row = self._store.create_token(
+            subject,
+            created_by,
+            lambda token_id: hash_token(self._minter.token_for(f"token:{token_id}", 1)),
+        )
+        return row, self._row_token(row)
+
+    def family_token(self, family: str) -> str:
+        """The job family's own token, injected into its instances as AUTH_TOKEN (job chaining);
+        made on first use."""
+        subject = f"family:{family}"
+        live = [t for t in self._store.tokens(subject) if t.subject == subject and not t.revoked_at]
+        if live:
+            return self._row_token(live[-1])
+        return self.create_token(subject, "racetrack")[1]
 
     def create_user(self, name: str, *, is_admin: bool) -> User:
         return self._store.create_user(

@@ -11,7 +11,6 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ from controller.store import Release
 from gitreceiver.repos import RepoStore
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Built:
-    manifest: Manifest
-    artifact: dict[str, Any]
 
 
 class BuildStep:
@@ -104,7 +97,7 @@ class BuildStep:
             artifact = await asyncio.shield(building)
         except asyncio.CancelledError:
             request.cancelled.set()  # the buildpack stops its processes and fails soon
-            await asyncio.wait([building])
+            await asyncio.shield(asyncio.wait([building]))
             if not building.cancelled():
                 building.exception()  # retrieved: it is the cancellation's doing
             raise

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="seconds between SSH keepalives (long builds survive idle timeouts)",
     )
+    serve.add_argument(
+        "--auth-cache",
+        type=float,
+        default=10.0,
+        help="seconds the router remembers a call's permission (a revoke applies within this)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     _docker_flags(serve.add_argument_group("docker runtime"))
     return parser
@@ -174,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         drain_grace=args.drain_grace,
         deploy_wait=args.deploy_wait,
         ssh_keepalive=args.ssh_keepalive,
+        auth_cache=args.auth_cache,
     )
     try:
         asyncio.run(Platform(settings).run(lambda banner: print(banner, flush=True)))

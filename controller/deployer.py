@@ -28,7 +28,7 @@ from controller.errors import DeployFailed
 from controller.job_locks import JobLocks, LockTimeout
 from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, Runtime
 from controller.serving import Serving, ServingTable
-from controller.store import Release, ReleaseStatus, Store
+from controller.store import Cause, Release, ReleaseStatus, Store
 from gitreceiver.interface import RefMoved, RefUpdate, RefUpdateFailed
 
 log = logging.getLogger("racetrack.deployer")
@@ -89,6 +89,7 @@ class Deployer:
         serving: ServingTable,
         drain: Drain,
         settings: DeploySettings,
+        family_token: Callable[[str], str] = lambda _job: "",
     ) -> None:
         self._store = store
         self._build = build
@@ -96,9 +97,12 @@ class Deployer:
         self.serving = serving
         self._drain = drain
         self._settings = settings
+        self._family_token = family_token
         self.locks = JobLocks(settings.lock_timeout)
         self.running: dict[str, Running] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._retiring: set[asyncio.Task[Any]] = set()
+        self._exited_early: set[Instance] = set()
         runtime.on_crash = self._instance_crashed
 
     def job_url(self, job: str, version: str) -> str:
@@ -107,9 +111,11 @@ class Deployer:
     # the frame every deploy runs in
 
     @contextlib.asynccontextmanager
-    async def _locked(self, job: str, what: str, progress: Progress) -> AsyncIterator[None]:
+    async def _locked(
+        self, job: str, what: str, progress: Progress, *, cancellable: bool = True
+    ) -> AsyncIterator[None]:
         try:
-            async with self.locks.hold(job, what, progress):
+            async with self.locks.hold(job, what, progress, cancellable=cancellable):
                 yield
         except LockTimeout as exc:
             raise DeployFailed(str(exc)) from None
@@ -157,8 +163,9 @@ class Deployer:
         running = self.running.get(job)
         if running is None or running.task.done():
             return None
-        running.cancelled_by = by
-        running.task.cancel()
+        if running.cancelled_by is None:  # once: a second cancel must not cut the cleanup short
+            running.cancelled_by = by
+            running.task.cancel()
         return running.release
 
     # pushes
@@ -170,9 +177,12 @@ class Deployer:
         deployed_by: str,
         progress: Progress,
         branch: RefUpdate | None = None,
+        *,
+        permit: Callable[[str], None] = lambda _version: None,
     ) -> Release:
         """Deploy `commit` as a new release. For a push, `branch` moves at the commit point:
-        after the release is ready, before it serves, while this job's lock is held."""
+        after the release is ready, before it serves, while this job's lock is held.
+        `permit(version)` runs once the manifest names the version; it raises to refuse."""
         async with self._locked(job, f"deploy of {job} by {deployed_by}", progress):
             if branch is not None:
                 try:
@@ -180,20 +190,27 @@ class Deployer:
                 except RefMoved as exc:
                     raise DeployFailed(str(exc)) from None
             release = self._store.create_release(
-                job, commit, deployed_by, config=self._store.latest_config(job)
+                job, commit, deployed_by, config=self._store.job_config(job)
             )
             return await self._run(
-                release, progress, lambda r, build_log: self._deploy_commit(r, build_log, branch)
+                release,
+                progress,
+                lambda r, build_log: self._deploy_commit(r, build_log, branch, permit),
             )
 
     async def _deploy_commit(
-        self, release: Release, build_log: BuildLog, branch: RefUpdate | None
+        self,
+        release: Release,
+        build_log: BuildLog,
+        branch: RefUpdate | None,
+        permit: Callable[[str], None],
     ) -> Release:
         job = release.job
         build_log(f"Deploying {job} at {release.commit_sha[:12]} as release {release.label}")
         checkout = self._build.checkout_dir(release)
         try:
             manifest, source_dir = await self._build.checkout_and_read(release, checkout, build_log)
+            permit(manifest.version)
             release = self._store.describe_release(
                 release,
                 version=manifest.version,
@@ -218,31 +235,120 @@ class Deployer:
         self._in_background(self._prune(release.job))
         return self._store.finish_release(release, ReleaseStatus.SERVING, build_log=build_log.text)
 
-    # rollbacks
+    # rollbacks, config changes, restarts and scaling: new releases of an existing artifact
 
     async def rollback(self, job: str, target: int | None, by: str, progress: Progress) -> Release:
         """Deploy an earlier release's artifact and config again, as a new release, through the
-        same swap. Default target: the release before the one serving the job's newest deploy."""
+        same swap; the job's config becomes that release's. Default target: the release before
+        the one serving the job's newest deploy."""
         async with self._locked(job, f"rollback of {job} by {by}", progress):
             source = self._rollback_source(job, target)
-            assert source.artifact is not None and source.version is not None
-            if not await self._runtime.artifact_available(source.artifact):
-                raise DeployFailed(
-                    f"the artifact of {source.label} is gone (only the newest"
-                    f" {self._settings.keep_releases} releases keep theirs); push its commit"
-                    f" {source.commit_sha[:12]} again to rebuild it"
+            release = await self._redeploy(
+                source, by, progress, cause=Cause.ROLLBACK, config=source.config
+            )
+            self._store.replace_job_config(job, source.config)
+            return release
+
+    async def reconfigure(
+        self, job: str, config: dict[str, str], by: str, progress: Progress
+    ) -> list[Release]:
+        """Set the job's config; every version that serves gets a new release of its current
+        artifact with the new environment, swapped in like any deploy."""
+        async with self._locked(job, f"config change of {job} by {by}", progress):
+            self._store.replace_job_config(job, config)
+            return [
+                await self._redeploy(
+                    serving.release, by, progress, cause=Cause.CONFIG, config=config
                 )
-            release = self._store.create_release(
-                job, source.commit_sha, by, config=source.config, rollback_of=source.number
+                for serving in self._serving_of(job)
+            ]
+
+    async def restart(
+        self, job: str, version: str | None, by: str, progress: Progress
+    ) -> list[Release]:
+        """Fresh instances of what serves (a new release of the same artifact and config)."""
+        async with self._locked(job, f"restart of {job} by {by}", progress):
+            targets = self._serving_of(job, version)
+            return [
+                await self._redeploy(
+                    s.release, by, progress, cause=Cause.RESTART, config=s.release.config
+                )
+                for s in targets
+            ]
+
+    async def scale(
+        self, job: str, version: str | None, replicas: int, by: str, progress: Progress
+    ) -> list[Release]:
+        """Run `replicas` instances of what serves (until a push applies its manifest again)."""
+        async with self._locked(job, f"scaling of {job} by {by}", progress):
+            targets = self._serving_of(job, version)
+            return [
+                await self._redeploy(
+                    s.release,
+                    by,
+                    progress,
+                    cause=Cause.SCALE,
+                    config=s.release.config,
+                    manifest={**(s.release.manifest or {}), "replicas": replicas},
+                )
+                for s in targets
+            ]
+
+    async def delete(self, job: str, version: str, by: str) -> Release:
+        """Stop a job version: routes removed, calls on their way finish, instances stopped."""
+        async with self._locked(
+            job, f"delete of {job} {version} by {by}", lambda _line: None, cancellable=False
+        ):
+            serving = self.serving.remove((job, version))
+            if serving is None:
+                raise DeployFailed(f"{job} {version} is not running")
+            await self._retire(serving)
+            return self._store.set_release_status(serving.release, ReleaseStatus.DELETED)
+
+    def _serving_of(self, job: str, version: str | None = None) -> list[Serving]:
+        found = [
+            s for s in self.serving if s.release.job == job and version in (None, s.release.version)
+        ]
+        if not found:
+            what = f"{job} {version}" if version else job
+            raise DeployFailed(f"{what} is not running")
+        return found
+
+    async def _redeploy(
+        self,
+        source: Release,
+        by: str,
+        progress: Progress,
+        *,
+        cause: str,
+        config: dict[str, str],
+        manifest: dict[str, object] | None = None,
+    ) -> Release:
+        """A new release of `source`'s artifact, with `config` (and `manifest` if given), through
+        the same swap as a push. The caller holds the job's lock."""
+        assert source.artifact is not None and source.version is not None
+        if not await self._runtime.artifact_available(source.artifact):
+            raise DeployFailed(
+                f"the artifact of {source.label} is gone (only the newest"
+                f" {self._settings.keep_releases} releases keep theirs); push its commit"
+                f" {source.commit_sha[:12]} again to rebuild it"
             )
-            release = self._store.describe_release(
-                release,
-                version=source.version,
-                jobtype=source.jobtype or "",
-                manifest=source.manifest or {},
-            )
-            release = self._store.set_artifact(release, source.artifact)
-            return await self._run(release, progress, self._deploy_rollback)
+        release = self._store.create_release(
+            source.job,
+            source.commit_sha,
+            by,
+            config=config,
+            rollback_of=source.number,
+            cause=cause,
+        )
+        release = self._store.describe_release(
+            release,
+            version=source.version,
+            jobtype=source.jobtype or "",
+            manifest=manifest if manifest is not None else (source.manifest or {}),
+        )
+        release = self._store.set_artifact(release, source.artifact)
+        return await self._run(release, progress, self._deploy_existing)
 
     def _rollback_source(self, job: str, target: int | None) -> Release:
         releases = self._store.releases(job=job)
@@ -280,11 +386,18 @@ class Deployer:
             )
         return earlier[-1]
 
-    async def _deploy_rollback(self, release: Release, build_log: BuildLog) -> Release:
+    async def _deploy_existing(self, release: Release, build_log: BuildLog) -> Release:
         manifest = Manifest.model_validate(release.manifest)
+        job = f"{release.job} {manifest.version}"
+        what = {
+            Cause.ROLLBACK: f"Rolling {job} back to r{release.rollback_of}",
+            Cause.CONFIG: f"Applying the new config to {job}",
+            Cause.RESTART: f"Restarting {job}",
+            Cause.SCALE: f"Scaling {job} to {manifest.replicas} instance(s)",
+        }[release.cause]
         build_log(
-            f"Rolling {release.job} {manifest.version} back to r{release.rollback_of}"
-            f" (commit {release.commit_sha[:12]}) as release {release.label}, without rebuilding"
+            f"{what}: the artifact of r{release.rollback_of} (commit {release.commit_sha[:12]})"
+            f" as release {release.label}, without rebuilding"
         )
         await self._roll_out(release, manifest, build_log, branch=None)
         return self._finish(release, manifest, build_log)
@@ -302,10 +415,10 @@ class Deployer:
         """
         assert release.artifact is not None and release.version is not None
         exclusive = self._runtime.exclusive_port(release.artifact)
-        displaced: Serving | None = None
-        if exclusive is not None:
-            displaced = await self._make_room(release, manifest, exclusive, build_log)
+        displaced: list[Serving] = []  # filled by _make_room before it awaits anything
         try:
+            if exclusive is not None:
+                await self._make_room(release, manifest, exclusive, build_log, displaced)
             instances = await self._start(release, manifest, build_log)
             try:
                 if branch is not None:
@@ -318,17 +431,22 @@ class Deployer:
                     raise DeployFailed(f"could not move the branch: {exc}") from exc
                 raise
         except BaseException:
-            if displaced is not None:
-                await self._reinstate(displaced)
+            for previous in displaced:
+                await asyncio.shield(self._bring_back(previous.release, previous.manifest))
             raise
         self._swap(Serving(release, manifest, instances))
 
     async def _make_room(
-        self, release: Release, manifest: Manifest, port: int, build_log: BuildLog
-    ) -> Serving | None:
+        self,
+        release: Release,
+        manifest: Manifest,
+        port: int,
+        build_log: BuildLog,
+        displaced: list[Serving],
+    ) -> None:
         """An artifact that holds a fixed host port: stop the release of the same job version
-        that holds it (returned, to start again if this deploy fails); refuse when anything
-        else holds it."""
+        that holds it (put in `displaced` at once, to start again if this deploy fails or is
+        cancelled); refuse when anything else holds it."""
         assert release.version is not None
         key = (release.job, release.version)
         if manifest.replicas > 1:
@@ -346,27 +464,29 @@ class Deployer:
                     f" ({other.release.label}): in host network mode these jobs share the host's"
                     " ports; set another jobtype_extra.user_module_port, or delete that version"
                 )
-        displaced = self.serving.remove(key)
-        if displaced is not None:
+        holder = self.serving.remove(key)
+        if holder is not None:
+            displaced.append(holder)
             build_log(
                 f"Warning: port {port} is fixed in host network mode: stopping"
-                f" {displaced.release.label} before starting {release.label}"
+                f" {holder.release.label} before starting {release.label}"
             )
-            await self._retire(displaced)
+            await asyncio.shield(self._retire(holder))
         if self._runtime.port_taken(port):
-            if displaced is not None:
-                await self._reinstate(displaced)
             raise DeployFailed(f"port {port} is in use on this host by a program outside Racetrack")
-        return displaced
 
-    async def _reinstate(self, previous: Serving) -> None:
-        """Start a release that was stopped to make room for one that then failed."""
+    async def _bring_back(
+        self, release: Release, manifest: Manifest, *, adopt: bool = False
+    ) -> None:
+        """Serve a release again: one stopped to make room for a deploy that then failed, or,
+        after a platform restart, one that was serving (adopting what still runs)."""
         try:
-            instances = await self._start(previous.release, previous.manifest, _quiet())
-        except DeployFailed as exc:
-            log.error("could not start %s again: %s", previous.release.label, exc)
+            instances = await self._start(release, manifest, _quiet(), adopt=adopt)
+        except Exception as exc:
+            log.error("could not bring back %s %s: %s", release.job, release.label, exc)
             return
-        self.serving.put(Serving(previous.release, previous.manifest, instances))
+        self._put(Serving(release, manifest, instances))
+        log.info("%s %s (%s) serves again", release.job, release.version, release.label)
 
     def _instance_env(self, release: Release, manifest: Manifest) -> dict[str, str]:
         return {
@@ -376,6 +496,8 @@ class Deployer:
             "JOB_VERSION": manifest.version,
             "GIT_VERSION": release.commit_sha,
             "PUB_URL": f"{self._settings.public_url}/pub",
+            # the job family's own token: one job calls another through the router with it
+            "AUTH_TOKEN": self._family_token(release.job),
         }
 
     def _specs(self, release: Release, manifest: Manifest) -> list[InstanceSpec]:
@@ -401,6 +523,13 @@ class Deployer:
         until every one is ready; on any failure, stop them all."""
         specs = self._specs(release, manifest)
         build_log(f"Starting {len(specs)} instance(s) on the {self._runtime.name} runtime")
+        instances = await self._start_specs(specs, adopt=adopt)
+        build_log("All instances are ready")
+        return instances
+
+    async def _start_specs(
+        self, specs: list[InstanceSpec], *, adopt: bool = False
+    ) -> list[Instance]:
         instances: list[Instance] = []
         try:
             for spec in specs:
@@ -410,12 +539,12 @@ class Deployer:
                 *(self._runtime.wait_ready(i, self._settings.ready_timeout) for i in instances)
             )
         except (InstanceFailed, OSError) as exc:
-            await self._stop_all(instances)
+            await asyncio.shield(self._stop_all(instances))
             raise DeployFailed(str(exc)) from None
         except BaseException:
-            await self._stop_all(instances)
+            # shielded: a second cancel must not leave half the instances running
+            await asyncio.shield(self._stop_all(instances))
             raise
-        build_log("All instances are ready")
         return instances
 
     async def _stop_all(self, instances: list[Instance]) -> None:
@@ -424,10 +553,20 @@ class Deployer:
     def _swap(self, new: Serving) -> None:
         """Route to the new release; drain and stop what it replaced in the background (the
         push is done once the router has swapped)."""
-        old = self.serving.put(new)
+        old = self._put(new)
         self._store.supersede_serving(new.release)
         if old is not None:
-            self._in_background(self._retire(old))
+            self._retire_in_background(old)
+
+    def _put(self, serving: Serving) -> Serving | None:
+        """Route to `serving`. An instance that crashed between being ready and being routed
+        is treated like one that crashes while serving: routed around and revived."""
+        old = self.serving.put(serving)
+        for instance in serving.instances:
+            if instance in self._exited_early:
+                self._exited_early.discard(instance)
+                self._instance_crashed(instance)
+        return old
 
     async def _retire(self, old: Serving) -> None:
         """No longer routed: let the calls already on their way finish, then stop."""
@@ -442,10 +581,17 @@ class Deployer:
         await self._stop_all(old.instances)
 
     def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
-        """Work the push need not wait for; shutdown waits for it."""
+        """Work the push need not wait for (pruning, reviving, restoring): cancelled on
+        shutdown."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _retire_in_background(self, old: Serving) -> None:
+        """Draining and stopping a replaced release: shutdown waits for it to finish."""
+        task = asyncio.ensure_future(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _prune(self, job: str) -> None:
         """Keep the artifacts of the job's newest releases (for rollbacks), drop older ones."""
@@ -462,6 +608,34 @@ class Deployer:
         if removed:
             log.info("pruned %d old artifact(s) of %s: %s", len(removed), job, ", ".join(removed))
 
+    async def logs(
+        self, job: str, version: str | None, tail: int, follow: bool
+    ) -> AsyncIterator[str]:
+        """Output of the instances serving `job` (each line prefixed with its instance), the
+        last `tail` lines of each, then, with `follow`, new lines as they come."""
+        instances = [i for s in self._serving_of(job, version) for i in s.instances]
+        merged: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def pump(instance: Instance) -> None:
+            try:
+                async for line in self._runtime.logs(instance, tail, follow):
+                    await merged.put(f"[{instance.name}] {line}")
+            finally:
+                await merged.put(None)
+
+        pumps = [asyncio.ensure_future(pump(i)) for i in instances]
+        try:
+            remaining = len(pumps)
+            while remaining:
+                line = await merged.get()
+                if line is None:
+                    remaining -= 1
+                else:
+                    yield line
+        finally:
+            for task in pumps:
+                task.cancel()
+
     # crashes and restarts
 
     async def restarts(self, serving: Serving) -> int:
@@ -471,15 +645,18 @@ class Deployer:
 
     def _instance_crashed(self, instance: Instance) -> None:
         """A serving instance stopped without being asked to: route around it and start it
-        again, with backoff, until it is ready or its release no longer serves."""
+        again, with backoff, until it is ready or its release no longer serves. One that is
+        not routed yet (its release is still starting) is remembered for `_put`."""
         for serving in self.serving:
-            if instance in serving.instances and instance.name not in serving.down:
-                serving.down.add(instance.name)
-                serving.restarts += 1
-                self.serving.publish()
-                log.warning("%s crashed; restarting it", instance.name)
-                self._in_background(self._revive(serving, instance))
+            if instance in serving.instances:
+                if instance.name not in serving.down:
+                    serving.down.add(instance.name)
+                    serving.restarts += 1
+                    self.serving.publish()
+                    log.warning("%s crashed; restarting it", instance.name)
+                    self._in_background(self._revive(serving, instance))
                 return
+        self._exited_early.add(instance)
 
     async def _revive(self, serving: Serving, crashed: Instance) -> None:
         delay = CRASH_BACKOFF_FIRST
@@ -492,12 +669,12 @@ class Deployer:
             if self.serving.get(serving.key) is not serving:
                 return
             try:
-                revived = await self._start_one(spec)
-            except (DeployFailed, OSError) as exc:
-                log.warning(
-                    "%s did not come back (next try in %.0fs): %s", crashed.name, delay * 2, exc
-                )
+                (revived,) = await self._start_specs([spec])
+            except DeployFailed as exc:
                 delay = min(delay * 2, CRASH_BACKOFF_MAX)
+                log.warning(
+                    "%s did not come back (next try in %.0fs): %s", crashed.name, delay, exc
+                )
                 continue
             if self.serving.get(serving.key) is not serving:
                 await self._runtime.stop(revived)
@@ -507,17 +684,6 @@ class Deployer:
             self.serving.publish()
             log.info("%s is back", crashed.name)
             return
-
-    async def _start_one(self, spec: InstanceSpec) -> Instance:
-        instance = await self._runtime.start(spec)
-        try:
-            await self._runtime.wait_ready(instance, self._settings.ready_timeout)
-        except BaseException as exc:
-            await self._runtime.stop(instance)
-            if isinstance(exc, InstanceFailed):
-                raise DeployFailed(str(exc)) from None
-            raise
-        return instance
 
     # restarts of the platform
 
@@ -545,18 +711,23 @@ class Deployer:
             self._in_background(self._restore(release, manifest))
 
     async def _restore(self, release: Release, manifest: Manifest) -> None:
-        async with self.locks.hold(release.job, f"restore of {release.job} {release.label}"):
-            try:
-                instances = await self._start(release, manifest, _quiet(), adopt=True)
-            except DeployFailed as exc:
-                log.error("could not restore %s %s: %s", release.job, release.label, exc)
-                return
-            self.serving.put(Serving(release, manifest, instances))
-        log.info("restored %s %s (%s)", release.job, release.version, release.label)
+        try:
+            what = f"restore of {release.job} {release.label}"
+            async with self.locks.hold(release.job, what, cancellable=False):
+                await self._bring_back(release, manifest, adopt=True)
+        except LockTimeout as exc:
+            log.error("could not restore %s %s: %s", release.job, release.label, exc)
 
     async def shutdown(self) -> None:
-        for running in list(self.running.values()):
-            running.task.cancel()
-        self.serving.clear()
+        """Stop deploys under way (they record themselves as interrupted), stop background
+        work, let replaced releases finish draining, then stop every instance."""
+        running = [r.task for r in self.running.values()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self.serving.clear()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self._runtime.close()

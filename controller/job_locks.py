@@ -22,8 +22,9 @@ class LockTimeout(Exception):
 
 @dataclass(frozen=True)
 class Holder:
-    what: str  # "deploy r5 by alice", "restore of r3", "rollback to r2 by bob"
+    what: str  # "deploy of adder by alice", "restore of adder r3", ...
     since: datetime
+    cancellable: bool  # builds:cancel can stop it
 
     def describe(self) -> str:
         return f"{self.what} since {self.since.strftime('%H:%M:%S')} UTC"
@@ -35,12 +36,14 @@ class JobLocks:
         self._holders: dict[str, Holder] = {}
         self.wait_timeout = wait_timeout
 
-    def holder(self, job: str) -> Holder | None:
-        return self._holders.get(job)
-
     @contextlib.asynccontextmanager
     async def hold(
-        self, job: str, what: str, progress: Callable[[str], None] = lambda _line: None
+        self,
+        job: str,
+        what: str,
+        progress: Callable[[str], None] = lambda _line: None,
+        *,
+        cancellable: bool = True,
     ) -> AsyncIterator[None]:
         lock = self._locks.setdefault(job, asyncio.Lock())
         loop = asyncio.get_running_loop()
@@ -55,16 +58,18 @@ class JobLocks:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                holder = self._holders.get(job)
+                hint = f", or stop it: builds:cancel {job}" if holder and holder.cancellable else ""
                 raise LockTimeout(
                     f"the {holding()} still holds {job} after {self.wait_timeout:.0f}s;"
-                    f" try again later, or stop it: builds:cancel {job}"
+                    f" try again later{hint}"
                 )
             try:
                 await asyncio.wait_for(lock.acquire(), min(WAIT_REPORT_INTERVAL, remaining))
                 break
             except TimeoutError:
                 progress(f"Still waiting for the {holding()} to finish")
-        self._holders[job] = Holder(what, datetime.now(UTC))
+        self._holders[job] = Holder(what, datetime.now(UTC), cancellable)
         try:
             yield
         finally:

@@ -25,6 +25,7 @@ from controller.build_step import BuildStep
 from controller.deployer import Deployer, DeploySettings
 from controller.errors import StartupError
 from controller.keyfiles import load_or_create_host_key, load_or_create_token_key
+from controller.permissions import Permissions
 from controller.runtime_setup import RuntimeSettings, make_runtime
 from controller.services import Services
 from controller.serving import ServingTable
@@ -55,6 +56,7 @@ class Settings:
     drain_grace: float = 30.0
     deploy_wait: float = 600.0
     ssh_keepalive: float = 15.0
+    auth_cache: float = 10.0
 
 
 def _os_reason(exc: OSError) -> str:
@@ -107,7 +109,9 @@ class Platform:
             if user is not None:
                 log.info("registered %s as admin user %r", key_path, user.name)
 
-        router = Router(CallAuthorizer(accounts) if settings.auth else None)
+        permissions = Permissions(store)
+        authorizer = CallAuthorizer(accounts, permissions, settings.auth_cache)
+        router = Router(authorizer if settings.auth else None)
         runner = await _serve_http(router.make_app(), settings.host, settings.router_port, "router")
         self._runners.append(runner)
         router_port = runner.addresses[0][1]
@@ -134,6 +138,7 @@ class Platform:
             runtime=runtime,
             serving=ServingTable(router.publish),
             drain=router.drain,
+            family_token=accounts.family_token,
             settings=DeploySettings(
                 public_url=public_url,
                 ready_timeout=settings.ready_timeout,
@@ -143,7 +148,7 @@ class Platform:
             ),
         )
         await deployer.restore()  # quick: job versions come back in the background
-        services = Services(store, accounts, deployer, auth_required=settings.auth)
+        services = Services(store, accounts, permissions, deployer, auth_required=settings.auth)
         host_key = load_or_create_host_key(data)
         self._receiver = GitReceiver(
             SshOperations(services), repos, host_key, keepalive_interval=settings.ssh_keepalive

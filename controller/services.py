@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from controller.accounts import Accounts
 from controller.deployer import Deployer
+from controller.permissions import Permissions
 from controller.store import Store
 
 
@@ -13,6 +14,7 @@ from controller.store import Store
 class Services:
     store: Store
     accounts: Accounts
+    permissions: Permissions
     deployer: Deployer
     auth_required: bool
     ssh_url: str = ""  # ssh://git@HOST:PORT, known once the SSH server has bound its port

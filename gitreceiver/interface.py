@@ -67,6 +67,10 @@ class Operations(Protocol):
         """The identity owning this OpenSSH public key, or None to refuse it."""
         ...
 
+    async def authorize(self, identity: Identity, service: str, job: str) -> str | None:
+        """Before anything is read or written: None to go ahead, else why not (one line)."""
+        ...
+
     async def deploy(
         self,
         identity: Identity,

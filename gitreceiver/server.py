@@ -170,6 +170,10 @@ class GitReceiver:
     async def _serve_git(
         self, process: asyncssh.SSHServerProcess[bytes], identity: Identity, command: GitCommand
     ) -> int:
+        refused = await self._operations.authorize(identity, command.service, command.job)
+        if refused is not None:
+            _write_error(process, refused)
+            return 1
         if command.service == "git-upload-pack" and not self._repos.exists(command.job):
             _write_error(process, f"no repository for job {command.job!r}; push to create it")
             return 1

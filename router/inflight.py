@@ -17,9 +17,6 @@ class InFlight:
         self._counts: Counter[str] = Counter()
         self._waiters: list[tuple[frozenset[str], asyncio.Future[None]]] = []
 
-    def count(self, upstream: str) -> int:
-        return self._counts[upstream]
-
     @contextlib.contextmanager
     def track(self, upstream: str) -> Iterator[None]:
         self._counts[upstream] += 1

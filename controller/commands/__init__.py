@@ -1,9 +1,19 @@
-"""Admin commands (`ssh -p 2222 git@HOST <command>`), the same operations the API offers.
+"""Admin commands (`ssh -p 2222 git@HOST <command>`) and the same operations over HTTP.
 
 Importing the package registers every command.
 """
 
-from controller.commands import jobs, releases
-from controller.commands.registry import COMMANDS, CommandFailed, run_command
+from controller.commands import access, config, jobs, people, releases
+from controller.commands.registry import COMMANDS, CommandFailed, run_api_command, run_command
 
-__all__ = ["COMMANDS", "CommandFailed", "jobs", "releases", "run_command"]
+__all__ = [
+    "COMMANDS",
+    "CommandFailed",
+    "access",
+    "config",
+    "jobs",
+    "people",
+    "releases",
+    "run_api_command",
+    "run_command",
+]

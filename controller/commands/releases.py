@@ -1,39 +1,39 @@
-"""releases:list, releases:info, releases:rollback and builds:cancel."""
+"""releases:list, releases:info, releases:rollback, builds:list, builds:log, builds:cancel."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from controller.commands import arguments
+from controller.commands.jobs import releases_of
 from controller.commands.registry import (
     CommandContext,
     CommandFailed,
+    NotFound,
+    Result,
     command,
     format_table,
     json_flag,
 )
-from controller.errors import DeployFailed
-from controller.store import Release
+from controller.permissions import ANY_VERSION, DEPLOY_JOB, READ_JOB
+from controller.store import Cause, Release
+
+CAUSE_TEXT = {
+    Cause.ROLLBACK: "rollback to",
+    Cause.CONFIG: "config change of",
+    Cause.RESTART: "restart of",
+    Cause.SCALE: "scaling of",
+}
 
 
-def release_number(text: str) -> int:
-    """`r3` or `3` → 3."""
-    try:
-        number = int(text.removeprefix("r"))
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise CommandFailed(f"{text!r} is not a release (like r3)")
-    return number
-
-
-def _release_json(release: Release) -> dict[str, Any]:
+def release_json(release: Release) -> dict[str, Any]:
     return {
         "release": release.label,
         "job": release.job,
         "version": release.version,
         "status": release.status,
+        "cause": release.cause,
         "commit": release.commit_sha,
         "jobtype": release.jobtype,
         "artifact": release.artifact,
@@ -46,76 +46,79 @@ def _release_json(release: Release) -> dict[str, Any]:
     }
 
 
-def _job_and_release(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job")
-    parser.add_argument("release", help="r3 or 3")
-    json_flag(parser)
+def _origin(release: Release) -> str:
+    if release.cause == Cause.PUSH:
+        return "push"
+    return f"{CAUSE_TEXT.get(release.cause, release.cause)} r{release.rollback_of}"
 
 
 def _job(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job")
+    parser.add_argument("job", type=arguments.job_name)
     json_flag(parser)
 
 
-def _releases_of(ctx: CommandContext, job: str) -> list[Release]:
-    releases = ctx.services.store.releases(job=job)
-    if not releases:
-        raise CommandFailed(f"no job {job!r}")
-    return releases
+def _find(ctx: CommandContext, job: str, number: int) -> Release:
+    releases_of(ctx, job)
+    release = ctx.services.store.release_by_number(job, number)
+    if release is None:
+        raise NotFound(f"{job} has no release r{number}")
+    return release
 
 
 @command("releases:list", "a job's releases, newest first", _job)
-async def _releases_list(ctx: CommandContext, args: argparse.Namespace) -> None:
-    releases = list(reversed(_releases_of(ctx, args.job)))
-    if args.json:
-        ctx.io.out(json.dumps([_release_json(r) for r in releases], indent=2) + "\n")
-        return
+async def _releases_list(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    ctx.require(READ_JOB, args.job, ANY_VERSION)
+    releases = list(reversed(releases_of(ctx, args.job)))
     rows = [
         [
             r.label,
             r.version or "-",
             r.status,
             r.commit_sha[:12],
-            f"rollback to r{r.rollback_of}" if r.rollback_of else "push",
+            _origin(r),
             r.deployed_by,
             r.created_at,
         ]
         for r in releases
     ]
-    ctx.io.out(
-        format_table(["RELEASE", "VERSION", "STATUS", "COMMIT", "FROM", "BY", "CREATED"], rows)
-    )
+    text = format_table(["RELEASE", "VERSION", "STATUS", "COMMIT", "FROM", "BY", "CREATED"], rows)
+    return Result([release_json(r) for r in releases], text)
+
+
+def _job_release(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=arguments.job_name)
+    parser.add_argument("release", type=arguments.release, help="r3 or 3")
+    json_flag(parser)
 
 
 @command(
     "releases:info",
     "one release: commit, artifact, config keys, who, when, status",
-    _job_and_release,
+    _job_release,
 )
-async def _releases_info(ctx: CommandContext, args: argparse.Namespace) -> None:
-    _releases_of(ctx, args.job)
-    number = release_number(args.release)
-    release = ctx.services.store.release_by_number(args.job, number)
-    if release is None:
-        raise CommandFailed(f"{args.job} has no release r{number}")
-    info = _release_json(release)
-    if args.json:
-        ctx.io.out(json.dumps(info, indent=2) + "\n")
-        return
+async def _releases_info(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    release = _find(ctx, args.job, args.release)
+    ctx.require(READ_JOB, args.job, release.version)
+    info = release_json(release)
+    shown = dict(info)
     artifact = release.artifact or {}
-    info["artifact"] = artifact.get("image") or artifact.get("path") or "-"
-    info["config_keys"] = ", ".join(info["config_keys"]) or "-"
-    width = max(len(key) for key in info)
+    shown["artifact"] = artifact.get("image") or artifact.get("path") or "-"
+    shown["config_keys"] = ", ".join(info["config_keys"]) or "-"
+    width = max(len(key) for key in shown)
     lines = [
-        f"{key.ljust(width)}  {'-' if value is None else value}" for key, value in info.items()
+        f"{key.ljust(width)}  {'-' if value is None else value}" for key, value in shown.items()
     ]
-    ctx.io.out("\n".join(lines) + f"\n\nBuild output: builds:log {args.job} {release.label}\n")
+    text = "\n".join(lines) + f"\n\nBuild output: builds:log {args.job} {release.label}\n"
+    return Result(info, text)
 
 
 def _rollback_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job")
+    parser.add_argument("job", type=arguments.job_name)
     parser.add_argument(
-        "release", nargs="?", help="the release to deploy again (default: the one before)"
+        "release",
+        type=arguments.release,
+        nargs="?",
+        help="the release to deploy again (default: the one before the current one)",
     )
 
 
@@ -124,49 +127,86 @@ def _rollback_args(parser: argparse.ArgumentParser) -> None:
     "deploy an earlier release's artifact and config again, without rebuilding",
     _rollback_args,
 )
-async def _releases_rollback(ctx: CommandContext, args: argparse.Namespace) -> None:
-    _releases_of(ctx, args.job)
-    target = release_number(args.release) if args.release else None
-    try:
-        release = await ctx.services.deployer.rollback(
-            args.job, target, ctx.user.name, lambda line: ctx.io.out(line + "\n")
-        )
-    except DeployFailed as exc:
-        raise CommandFailed(str(exc)) from None
-    ctx.io.out(
+async def _releases_rollback(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    releases_of(ctx, args.job)
+    version = ANY_VERSION
+    if args.release is not None:
+        version = _find(ctx, args.job, args.release).version or ANY_VERSION
+    ctx.require(DEPLOY_JOB, args.job, version)
+    release = await ctx.services.deployer.rollback(
+        args.job, args.release, ctx.who.name, ctx.output.line
+    )
+    ctx.audit("releases:rollback", args.job, f"{release.label} = r{release.rollback_of}")
+    return Result(
+        release_json(release),
         f"{args.job} {release.version} now serves {release.label} (the artifact and config"
-        f" of r{release.rollback_of}). The git branch still names the last push.\n"
+        f" of r{release.rollback_of}). The git branch still names the last push.\n",
     )
 
 
-def _job_only(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job")
+@command("builds:list", "a job's deploys: release, status, duration, who", _job)
+async def _builds_list(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    ctx.require(READ_JOB, args.job, ANY_VERSION)
+    releases = list(reversed(releases_of(ctx, args.job)))
+    data = [
+        {
+            "release": r.label,
+            "version": r.version,
+            "status": r.status,
+            "cause": r.cause,
+            "by": r.deployed_by,
+            "started_at": r.created_at,
+            "finished_at": r.finished_at,
+            "error": r.error,
+        }
+        for r in releases
+    ]
+    rows = [
+        [
+            d["release"],
+            d["version"] or "-",
+            d["status"],
+            d["cause"],
+            d["by"],
+            d["started_at"],
+            d["finished_at"] or "-",
+        ]
+        for d in data
+    ]
+    text = format_table(
+        ["RELEASE", "VERSION", "STATUS", "CAUSE", "BY", "STARTED", "FINISHED"], rows
+    )
+    return Result(data, text)
 
 
-@command("builds:cancel", "stop the deploy of a job that is under way", _job_only)
-async def _builds_cancel(ctx: CommandContext, args: argparse.Namespace) -> None:
-    release = ctx.services.deployer.cancel(args.job, ctx.user.name)
-    if release is None:
-        raise CommandFailed(f"no deploy of {args.job!r} is under way")
-    ctx.io.out(f"Cancelled the deploy of {args.job} {release.label}\n")
+def _log_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=arguments.job_name)
+    parser.add_argument("release", type=arguments.release, nargs="?", help="default: the newest")
 
 
-def _job_and_optional_release(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job")
-    parser.add_argument("release", nargs="?", help="r3 or 3 (default: the newest)")
+@command("builds:log", "the full output of a deploy (also of a failed one)", _log_args)
+async def _builds_log(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    if args.release is None:
+        release = releases_of(ctx, args.job)[-1]
+    else:
+        release = _find(ctx, args.job, args.release)
+    ctx.require(READ_JOB, args.job, release.version or ANY_VERSION)
+    log = release.build_log or f"({release.label} has no build output yet)\n"
+    return Result({"release": release.label, "log": log}, log)
 
 
 @command(
-    "builds:log", "the full output of a deploy (also of failed ones)", _job_and_optional_release
+    "builds:cancel",
+    "stop the deploy of a job that is under way",
+    lambda p: p.add_argument("job", type=arguments.job_name),
 )
-async def _builds_log(ctx: CommandContext, args: argparse.Namespace) -> None:
-    releases = _releases_of(ctx, args.job)
-    if args.release is None:
-        release = releases[-1]
-    else:
-        number = release_number(args.release)
-        found = ctx.services.store.release_by_number(args.job, number)
-        if found is None:
-            raise CommandFailed(f"{args.job} has no release r{number}")
-        release = found
-    ctx.io.out(release.build_log or f"({release.label} has no build output yet)\n")
+async def _builds_cancel(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    ctx.require(DEPLOY_JOB, args.job, ANY_VERSION)
+    release = ctx.services.deployer.cancel(args.job, ctx.who.name)
+    if release is None:
+        raise CommandFailed(f"no deploy of {args.job!r} is under way")
+    ctx.audit("builds:cancel", args.job, release.label)
+    return Result(
+        {"job": args.job, "release": release.label},
+        f"Cancelled the deploy of {args.job} {release.label}\n",
+    )

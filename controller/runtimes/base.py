@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,6 +84,10 @@ class Runtime(Protocol):
 
     async def restarts(self, instance: Instance) -> int:
         """How often the runtime itself restarted this instance since it was started."""
+        ...
+
+    def logs(self, instance: Instance, tail: int, follow: bool) -> AsyncIterator[str]:
+        """The instance's last `tail` output lines, then (with `follow`) new ones as they come."""
         ...
 
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:

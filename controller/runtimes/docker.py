@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,6 +246,40 @@ class DockerRuntime:
         container.stop(timeout=int(self._shutdown_grace))  # SIGTERM, SIGKILL after the grace
         container.remove(force=True)
         log.info("stopped and removed %s", instance.name)
+
+    async def logs(self, instance: Instance, tail: int, follow: bool) -> AsyncIterator[str]:
+        """The engine's log of the container, read in a thread and handed over line by line."""
+        assert isinstance(instance, DockerInstance)
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def read() -> None:
+            try:
+                stream = self._container(instance).logs(stream=True, follow=follow, tail=tail)
+                pending = b""
+                for chunk in stream:
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        loop.call_soon_threadsafe(lines.put_nowait, line.decode("utf-8", "replace"))
+                    if stop.is_set():
+                        stream.close()
+                        break
+                if pending:
+                    loop.call_soon_threadsafe(lines.put_nowait, pending.decode("utf-8", "replace"))
+            except docker.errors.APIError:
+                pass
+            finally:
+                loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            while (line := await lines.get()) is not None:
+                yield line
+        finally:
+            stop.set()  # the reader stops at its next line (a followed quiet log: at exit)
 
     async def artifact_available(self, artifact: Mapping[str, Any]) -> bool:
         image_id = ImageArtifact.from_record(artifact).image_id

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ log = logging.getLogger("racetrack.runtime.local")
 # platform's secrets by accident.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+LOG_POLL_INTERVAL = 0.2
 
 
 def log_tail(path: Path, lines: int = 5) -> str:
@@ -38,10 +39,19 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.decode("utf-8", "replace").rstrip() for line in tail if line.strip())
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the platform dies, even by SIGKILL itself."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, in the platform
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """Run in the child between fork and exec (so: as little as possible): SIGKILL when the
+    platform dies, even by SIGKILL itself; and if it died before this line, exit now."""
+
+    def set_up() -> None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_up
 
 
 @dataclass(eq=False)  # identity semantics: instances live in a set
@@ -52,7 +62,6 @@ class LocalInstance:
     log_path: Path
     process: asyncio.subprocess.Process
     stopping: bool = field(default=False)
-    watcher: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -76,6 +85,7 @@ class LocalRuntime:
         self._host = host
         self._shutdown_grace = shutdown_grace
         self._instances: set[LocalInstance] = set()
+        self._watches: set[asyncio.Future[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.on_crash: CrashHandler | None = None
 
@@ -115,23 +125,29 @@ class LocalRuntime:
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() signals the whole job
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         instance = LocalInstance(spec, self._host, port, log_path, process)
         self._instances.add(instance)
-        instance.watcher = asyncio.ensure_future(self._watch(instance))
+        watch = asyncio.ensure_future(self._watch(instance))
+        self._watches.add(watch)
+        watch.add_done_callback(self._watches.discard)
         log.info("started %s (pid %d, port %d)", spec.name, process.pid, port)
         return instance
 
     async def _watch(self, instance: LocalInstance) -> None:
         status = await instance.process.wait()
-        if not instance.stopping:
-            log.warning(
-                "%s exited with status %s: %s", instance.name, status, log_tail(instance.log_path)
-            )
-            self._instances.discard(instance)
-            if self.on_crash is not None:
-                self.on_crash(instance)
+        if instance.stopping:
+            return
+        # whatever the job started goes with it, before its process group id can be reused
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(instance.process.pid, signal.SIGKILL)
+        log.warning(
+            "%s exited with status %s: %s", instance.name, status, log_tail(instance.log_path)
+        )
+        self._instances.discard(instance)
+        if self.on_crash is not None:
+            self.on_crash(instance)
 
     async def wait_ready(self, instance: Instance, timeout: float) -> None:
         assert isinstance(instance, LocalInstance)
@@ -175,6 +191,23 @@ class LocalRuntime:
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
         return []  # release directories are small (venvs are shared) and are kept
 
+    async def logs(self, instance: Instance, tail: int, follow: bool) -> AsyncIterator[str]:
+        assert isinstance(instance, LocalInstance)
+        with instance.log_path.open("rb") as handle:
+            for line in deque(handle, maxlen=tail):
+                yield line.decode("utf-8", "replace").rstrip("\n")
+            pending = b""
+            while follow:
+                chunk = handle.read(65536)
+                if not chunk:
+                    # the file has no change notification to wait on: look again shortly
+                    await asyncio.sleep(LOG_POLL_INTERVAL)
+                    continue
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.decode("utf-8", "replace")
+
     async def artifact_available(self, artifact: Mapping[str, Any]) -> bool:
         return DirectoryArtifact.from_record(artifact).path.is_dir()
 
@@ -186,16 +219,18 @@ class LocalRuntime:
         the platform, but a job's own children may not): their process groups are killed.
         Called before anything starts, so every such process is a leftover."""
         marker = f"JOB_DIR={self._artifacts}/".encode()
+        own_group = os.getpgid(0)
         groups: dict[int, str] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                environ = (entry / "environ").read_bytes()
-                if marker in environ:
+                variables = (entry / "environ").read_bytes().split(b"\0")
+                if any(v.startswith(marker) for v in variables):
                     groups[os.getpgid(int(entry.name))] = entry.name
             except (OSError, ProcessLookupError):
                 continue  # gone meanwhile, or not ours to read
+        groups.pop(own_group, None)
         for group in groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
@@ -207,13 +242,16 @@ class LocalRuntime:
         assert isinstance(instance, LocalInstance)
         instance.stopping = True
         process = instance.process
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), self._shutdown_grace)
-            except TimeoutError:
-                log.warning("%s ignored SIGTERM for %.0fs", instance.name, self._shutdown_grace)
+        if process.returncode is not None:
+            # exited earlier (and its group was killed then): its pid may be someone else's now
+            self._instances.discard(instance)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self._shutdown_grace)
+        except TimeoutError:
+            log.warning("%s ignored SIGTERM for %.0fs", instance.name, self._shutdown_grace)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
@@ -222,5 +260,7 @@ class LocalRuntime:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(instance) for instance in list(self._instances)))
+        for watch in self._watches:
+            watch.cancel()
         if self._session is not None:
             await self._session.close()

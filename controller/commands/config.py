@@ -1,0 +1,91 @@
+"""config:show, config:set, config:unset: the environment a job's releases run with.
+
+Values live in the store, outside the manifest; they are never printed in build logs or the
+audit log (which names the keys), and `config:show` masks them unless an admin asks.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from controller.commands import arguments
+from controller.commands.jobs import releases_of
+from controller.commands.registry import (
+    CommandContext,
+    CommandFailed,
+    Result,
+    command,
+    format_table,
+    json_flag,
+)
+from controller.permissions import ANY_VERSION, DEPLOY_JOB, READ_JOB
+from controller.store import Release
+
+MASK = "********"
+
+
+def _show_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=arguments.job_name)
+    parser.add_argument("--reveal", action="store_true", help="show the values (admins only)")
+    json_flag(parser)
+
+
+@command("config:show", "a job's config: keys, values masked (--reveal for admins)", _show_args)
+async def _config_show(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    ctx.require(READ_JOB, args.job, ANY_VERSION)
+    releases_of(ctx, args.job)
+    if args.reveal:
+        ctx.require_admin()
+    config = ctx.services.store.job_config(args.job)
+    shown = config if args.reveal else dict.fromkeys(config, MASK)
+    text = format_table(["KEY", "VALUE"], sorted(shown.items())) if shown else "(no config)\n"
+    return Result(shown, text)
+
+
+def _applied(job: str, keys: list[str], releases: list[Release]) -> Result:
+    if releases:
+        text = "".join(
+            f"{job} {r.version} now serves {r.label} with the new config\n" for r in releases
+        )
+    else:
+        text = f"{job} serves nothing now: the next deploy runs with the new config\n"
+    return Result({"keys": keys, "releases": [r.label for r in releases]}, text)
+
+
+def _set_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=arguments.job_name)
+    parser.add_argument("pairs", nargs="+", type=arguments.env_pair, metavar="KEY=VALUE")
+
+
+@command("config:set", "set config values: a new release of what serves, no downtime", _set_args)
+async def _config_set(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    ctx.require(DEPLOY_JOB, args.job, ANY_VERSION)
+    releases_of(ctx, args.job)
+    config = {**ctx.services.store.job_config(args.job), **dict(args.pairs)}
+    keys = sorted(dict(args.pairs))
+    releases = await ctx.services.deployer.reconfigure(
+        args.job, config, ctx.who.name, ctx.output.line
+    )
+    ctx.audit("config:set", args.job, ", ".join(keys))
+    return _applied(args.job, keys, releases)
+
+
+def _unset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=arguments.job_name)
+    parser.add_argument("keys", nargs="+", type=arguments.env_name, metavar="KEY")
+
+
+@command("config:unset", "remove config values: a new release of what serves", _unset_args)
+async def _config_unset(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    ctx.require(DEPLOY_JOB, args.job, ANY_VERSION)
+    releases_of(ctx, args.job)
+    config = ctx.services.store.job_config(args.job)
+    missing = [key for key in args.keys if key not in config]
+    if missing:
+        raise CommandFailed(f"{args.job} has no config {missing[0]}")
+    remaining = {k: v for k, v in config.items() if k not in args.keys}
+    releases = await ctx.services.deployer.reconfigure(
+        args.job, remaining, ctx.who.name, ctx.output.line
+    )
+    ctx.audit("config:unset", args.job, ", ".join(sorted(args.keys)))
+    return _applied(args.job, sorted(args.keys), releases)

@@ -1,0 +1,92 @@
+"""Job families (who created each), permission grants, the audit log and per-job config."""
+
+from __future__ import annotations
+
+from controller.store.base import StoreBase
+from controller.store.records import AuditEvent, Family, Grant, now, record_of
+
+
+class AccessStore(StoreBase):
+    # families
+
+    def family(self, name: str) -> Family | None:
+        row = self._one("SELECT * FROM families WHERE name = ?", (name,))
+        return record_of(Family, row) if row else None
+
+    def create_family(self, name: str, owner: str) -> Family:
+        self._db.execute(
+            "INSERT OR IGNORE INTO families (name, owner, created_at) VALUES (?, ?, ?)",
+            (name, owner, now()),
+        )
+        family = self.family(name)
+        assert family is not None
+        return family
+
+    def remove_family(self, name: str) -> None:
+        self._db.execute("DELETE FROM families WHERE name = ?", (name,))
+
+    # grants
+
+    def grant(
+        self,
+        subject: str,
+        scope: str,
+        *,
+        family: str | None,
+        version: str | None,
+        endpoint: str | None,
+        created_by: str,
+    ) -> Grant:
+        grant_id = self._insert(
+            "INSERT INTO permissions (subject, scope, family, version, endpoint, created_by,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (subject, scope, family, version, endpoint, created_by, now()),
+        )
+        grant = self.grant_by_id(grant_id)
+        assert grant is not None
+        return grant
+
+    def grant_by_id(self, grant_id: int) -> Grant | None:
+        row = self._one("SELECT * FROM permissions WHERE id = ?", (grant_id,))
+        return record_of(Grant, row) if row else None
+
+    def grants(self, subject: str | None = None) -> list[Grant]:
+        if subject is None:
+            rows = self._all("SELECT * FROM permissions ORDER BY id")
+        else:
+            rows = self._all("SELECT * FROM permissions WHERE subject = ? ORDER BY id", (subject,))
+        return [record_of(Grant, r) for r in rows]
+
+    def revoke_grant(self, grant: Grant) -> None:
+        self._db.execute("DELETE FROM permissions WHERE id = ?", (grant.id,))
+
+    # audit
+
+    def audit(self, actor: str, action: str, job: str | None = None, detail: str = "") -> None:
+        self._db.execute(
+            "INSERT INTO audit (at, actor, action, job, detail) VALUES (?, ?, ?, ?, ?)",
+            (now(), actor, action, job, detail),
+        )
+
+    def audit_log(self, job: str | None = None, limit: int = 1000) -> list[AuditEvent]:
+        if job is None:
+            rows = self._all("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._all(
+                "SELECT * FROM audit WHERE job = ? ORDER BY id DESC LIMIT ?", (job, limit)
+            )
+        return [record_of(AuditEvent, r) for r in rows]
+
+    # per-job config (the environment every release of the job runs with)
+
+    def job_config(self, job: str) -> dict[str, str]:
+        rows = self._all("SELECT key, value FROM job_config WHERE job = ? ORDER BY key", (job,))
+        return {r["key"]: r["value"] for r in rows}
+
+    def replace_job_config(self, job: str, config: dict[str, str]) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM job_config WHERE job = ?", (job,))
+            self._db.executemany(
+                "INSERT INTO job_config (job, key, value) VALUES (?, ?, ?)",
+                [(job, key, value) for key, value in config.items()],
+            )

@@ -1,0 +1,153 @@
+"""What the store hands out: immutable records, read from rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ReleaseStatus:
+    DEPLOYING = "deploying"
+    SERVING = "serving"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class Cause:
+    """Why a release exists."""
+
+    PUSH = "push"
+    ROLLBACK = "rollback"
+    CONFIG = "config"
+    RESTART = "restart"
+    SCALE = "scale"
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    is_admin: bool
+    token_generation: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SshKey:
+    id: int
+    user: str
+    fingerprint: str
+    public_key: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Release:
+    id: int
+    job: str
+    number: int
+    version: str | None
+    commit_sha: str
+    jobtype: str | None
+    manifest: dict[str, Any] | None
+    artifact: dict[str, Any] | None
+    status: str
+    error: str | None
+    build_log: str
+    deployed_by: str
+    created_at: str
+    finished_at: str | None
+    config: dict[str, str]
+    rollback_of: int | None  # the release whose artifact this one deploys again
+    cause: str
+
+    @property
+    def label(self) -> str:
+        return f"r{self.number}"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    owner: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Esc:
+    id: int
+    name: str
+    created_by: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    subject: str  # esc:NAME or family:NAME
+    created_by: str
+    created_at: str
+    revoked_at: str | None
+
+
+@dataclass(frozen=True)
+class Grant:
+    id: int
+    subject: str  # user:NAME, esc:NAME or family:NAME
+    scope: str
+    family: str | None
+    version: str | None
+    endpoint: str | None
+    created_by: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    at: str
+    actor: str
+    action: str
+    job: str | None
+    detail: str
+
+
+def user_of(row: sqlite3.Row) -> User:
+    return User(
+        row["id"], row["name"], bool(row["is_admin"]), row["token_generation"], row["created_at"]
+    )
+
+
+def release_of(row: sqlite3.Row) -> Release:
+    return Release(
+        id=row["id"],
+        job=row["job"],
+        number=row["number"],
+        version=row["version"],
+        commit_sha=row["commit_sha"],
+        jobtype=row["jobtype"],
+        manifest=json.loads(row["manifest"]) if row["manifest"] else None,
+        artifact=json.loads(row["artifact"]) if row["artifact"] else None,
+        status=row["status"],
+        error=row["error"],
+        build_log=row["build_log"],
+        deployed_by=row["deployed_by"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        config=json.loads(row["config"]),
+        rollback_of=row["rollback_of"],
+        cause=row["cause"],
+    )
+
+
+def record_of(kind: type[Any], row: sqlite3.Row) -> Any:
+    """Records whose fields are exactly the row's columns."""
+    return kind(**{key: row[key] for key in row.keys()})  # noqa: SIM118 (sqlite3.Row)

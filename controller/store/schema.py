@@ -1,0 +1,93 @@
+"""The database schema, as numbered migrations applied in order on start."""
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        token_generation INTEGER NOT NULL DEFAULT 1,
+        token_hash TEXT UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE ssh_keys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        fingerprint TEXT NOT NULL UNIQUE,
+        public_key TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE releases (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        version TEXT,
+        commit_sha TEXT NOT NULL,
+        jobtype TEXT,
+        manifest TEXT,
+        artifact TEXT,
+        status TEXT NOT NULL,
+        error TEXT,
+        build_log TEXT NOT NULL DEFAULT '',
+        deployed_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        UNIQUE (job, number)
+    );
+    CREATE INDEX releases_by_job_version ON releases (job, version);
+    """,
+    # config: the environment the release runs with on top of its manifest (rollbacks keep it);
+    # rollback_of: the release whose artifact and config a rollback re-deployed
+    """
+    ALTER TABLE releases ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE releases ADD COLUMN rollback_of INTEGER;
+    """,
+    # access control, audit and per-job config
+    """
+    ALTER TABLE releases ADD COLUMN cause TEXT NOT NULL DEFAULT 'push';
+    CREATE TABLE families (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE escs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        subject TEXT NOT NULL,
+        token_hash TEXT UNIQUE,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE permissions (
+        id INTEGER PRIMARY KEY,
+        subject TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        family TEXT,
+        version TEXT,
+        endpoint TEXT,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        job TEXT,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_by_job ON audit (job);
+    CREATE TABLE job_config (
+        job TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (job, key)
+    );
+    """,
+]
