@@ -294,9 +294,14 @@ class Manifest(_Strict):
         return self.extra_as(Python3Extra)
 
 
+def _field_part(part: Any) -> str:
+    text = str(part)
+    return text if text.replace("_", "").replace("-", "").isalnum() else repr(part)
+
+
 def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
     """One readable line per pydantic error: `field.path: 'value' reason`."""
-    loc = ".".join(str(part) for part in (*prefix, *error["loc"])) or "job.yaml"
+    loc = ".".join(_field_part(part) for part in (*prefix, *error["loc"])) or "job.yaml"
     kind = error["type"]
     if kind == "missing":
         return f"{loc}: required field is missing"
@@ -356,9 +361,10 @@ def decode_manifest(text: bytes | str, *, source: str = "job.yaml") -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ManifestError([f"{source} is not valid YAML{where}: {exc.problem}"]) from None
+        problem = " ".join(str(exc.problem).split())
+        raise ManifestError([f"{source} is not valid YAML{where}: {problem}"]) from None
     except yaml.YAMLError as exc:
-        raise ManifestError([f"{source} is not valid YAML: {exc}"]) from None
+        raise ManifestError([f"{source} is not valid YAML: {' '.join(str(exc).split())}"]) from None
 
 
 def merge_manifests(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,12 @@ class JobSource:
     manifest_path: Path
 
 
+def _shown(root: Path, path: Path) -> str:
+    """A path for a one-line message (git allows newlines in file names)."""
+    relative = path.relative_to(root).as_posix()
+    return relative if relative.isprintable() else repr(relative)
+
+
 def is_inside(root: Path, path: Path) -> bool:
     """Whether `path`, with every symlink followed, stays below `root` (a loop does not)."""
     try:
@@ -43,7 +49,7 @@ def is_inside(root: Path, path: Path) -> bool:
 
 
 def _read_data(root: Path, path: Path, depth: int = 0) -> dict[str, Any]:
-    relative = path.relative_to(root).as_posix()
+    relative = _shown(root, path)
     data = decode_manifest(path.read_bytes(), source=relative)
     if not isinstance(data, dict):
         raise ManifestError([f"{relative} must be a mapping of fields, not {type(data).__name__}"])
@@ -122,7 +128,7 @@ def find_manifest(root: Path, job: str) -> Path:
     matching = [p for p in candidates if _manifest_name(p) == job]
     if len(matching) == 1:
         return matching[0]
-    found = ", ".join(f"{p.relative_to(root).as_posix()}" for p in candidates) or "none"
+    found = ", ".join(_shown(root, p) for p in candidates) or "none"
     if not matching:
         message = f"no {MANIFEST_NAME} with name {job!r} in this commit (found: {found})"
         raise ManifestError([message])

@@ -14,6 +14,7 @@ from controller.errors import StartupError
 from controller.platform import Platform, Settings, display_host
 from controller.runtime_setup import RuntimeSettings
 from controller.runtimes.docker import HOST_NETWORK
+from controller.runtimes.resources import memory_bytes
 
 
 def _port(text: str) -> int:
@@ -24,6 +25,16 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
     return port
+
+
+def _size(text: str) -> int:
+    try:
+        size = memory_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 100Mi or 50000") from None
+    if size < 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is smaller than 1 KiB")
+    return size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=15.0,
         help="seconds between SSH keepalives (long builds survive idle timeouts)",
+    )
+    serve.add_argument(
+        "--max-push-size",
+        type=_size,
+        default="100Mi",
+        metavar="SIZE",
+        help="largest pack a push may send, e.g. 100Mi (a larger push is refused, repo unchanged)",
     )
     serve.add_argument(
         "--auth-cache",
@@ -181,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         deploy_wait=args.deploy_wait,
         ssh_keepalive=args.ssh_keepalive,
         auth_cache=args.auth_cache,
+        max_push_bytes=args.max_push_size,
     )
     try:
         asyncio.run(Platform(settings).run(lambda banner: print(banner, flush=True)))

@@ -57,6 +57,7 @@ class Settings:
     deploy_wait: float = 600.0
     ssh_keepalive: float = 15.0
     auth_cache: float = 10.0
+    max_push_bytes: int = 100 * 1024 * 1024
 
 
 def _os_reason(exc: OSError) -> str:
@@ -151,7 +152,11 @@ class Platform:
         services = Services(store, accounts, permissions, deployer, auth_required=settings.auth)
         host_key = load_or_create_host_key(data)
         self._receiver = GitReceiver(
-            SshOperations(services), repos, host_key, keepalive_interval=settings.ssh_keepalive
+            SshOperations(services),
+            repos,
+            host_key,
+            keepalive_interval=settings.ssh_keepalive,
+            max_push_bytes=settings.max_push_bytes,
         )
         ssh_port = await _listen(
             self._receiver.start(settings.host, settings.ssh_port),

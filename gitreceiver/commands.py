@@ -48,6 +48,10 @@ def job_from_repo_path(path: str) -> str:
 def parse_exec_command(command: str) -> GitCommand | AdminCommand:
     if "\0" in command:
         raise CommandError("the command contains a NUL byte")
+    try:
+        command.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the SSH layer could not decode, kept as surrogates
+        raise CommandError("the command is not valid UTF-8") from None
     if len(command) > MAX_COMMAND_LENGTH:
         raise CommandError(f"the command is longer than {MAX_COMMAND_LENGTH} characters")
     try:

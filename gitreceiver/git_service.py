@@ -19,6 +19,7 @@ from typing import Any
 
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 from dulwich.file import FileLocked
+from dulwich.object_store import PackInputTooLarge
 from dulwich.protocol import (
     CAPABILITY_ATOMIC,
     CAPABILITY_SIDE_BAND_64K,
@@ -37,6 +38,7 @@ from gitreceiver.interface import (
     RefMoved,
     RefUpdateFailed,
 )
+from gitreceiver.quarantine import admit, quarantine
 
 log = logging.getLogger("racetrack.gitreceiver")
 
@@ -123,8 +125,10 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         identity: Identity,
         operations: Operations,
         loop: asyncio.AbstractEventLoop,
+        max_push_bytes: int,
     ) -> None:
         super().__init__(backend, args, proto)
+        self._max_push_bytes = max_push_bytes
         self._job = job
         self._identity = identity
         self._operations = operations
@@ -149,11 +153,15 @@ class DeployingReceivePackHandler(ReceivePackHandler):
     def _apply_pack(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
         if any(new != ZERO_SHA for _old, new, _ref in refs):
             try:
-                self.repo.object_store.add_thin_pack(  # type: ignore[attr-defined]
-                    self.proto.read,
-                    self.proto.recv,
-                    max_input_size=self._receive_max_input_size(),
-                )
+                with quarantine(self.repo) as incoming:  # type: ignore[arg-type]
+                    incoming.add_thin_pack(
+                        self.proto.read, self.proto.recv, max_input_size=self._max_push_bytes
+                    )
+                    admit(incoming, self.repo)  # type: ignore[arg-type]
+            except PackInputTooLarge:
+                limit = self._max_push_bytes
+                yield (b"unpack", f"the push is larger than the limit of {limit} bytes".encode())
+                return
             except PACK_ERRORS as exc:
                 yield (b"unpack", " ".join(str(exc).split()).encode("utf-8", "replace"))
                 return
@@ -216,6 +224,7 @@ def run_git_service(
     identity: Identity,
     operations: Operations,
     loop: asyncio.AbstractEventLoop,
+    max_push_bytes: int,
 ) -> int:
     """Serve one git command to completion (blocking; run it in a worker thread)."""
     proto = ReceivableProtocol(channel.recv, channel.write)
@@ -230,6 +239,7 @@ def run_git_service(
             identity=identity,
             operations=operations,
             loop=loop,
+            max_push_bytes=max_push_bytes,
         )
     else:
         handler = UploadPackHandler(backend, [job], proto)

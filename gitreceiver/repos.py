@@ -12,6 +12,7 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
 from gitreceiver.commands import JOB_NAME_RE
+from gitreceiver.quarantine import remove_stale
 
 DEFAULT_BRANCH = b"main"
 
@@ -22,6 +23,8 @@ class RepoStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        for repo in root.glob("*.git"):
+            remove_stale(repo / "objects")
 
     def path(self, job: str) -> Path:
         if not JOB_NAME_RE.fullmatch(job):

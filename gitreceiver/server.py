@@ -16,8 +16,29 @@ from gitreceiver.commands import AdminCommand, CommandError, GitCommand, parse_e
 from gitreceiver.git_service import run_git_service
 from gitreceiver.interface import Identity, Operations
 from gitreceiver.repos import RepoStore
+from gitreceiver.throttle import AuthThrottle
 
 log = logging.getLogger("racetrack.gitreceiver")
+
+
+def _exec_commands_keep_invalid_utf8() -> None:
+    """asyncssh refuses an exec request whose command is not UTF-8 before any code of ours
+    sees it, and the client only learns "exec request failed". Decode such bytes with
+    surrogateescape instead, so that the command parser refuses them with a reason."""
+    channel = asyncssh.SSHServerChannel
+    if getattr(channel, "_racetrack_exec_decoding", False):
+        return
+
+    def _process_exec_request(self: Any, packet: Any) -> bool:
+        command = packet.get_string()
+        packet.check_end()
+        return bool(self._start_session(command=command.decode("utf-8", "surrogateescape")))
+
+    channel._process_exec_request = _process_exec_request  # type: ignore[method-assign]
+    channel._racetrack_exec_decoding = True  # type: ignore[attr-defined]
+
+
+_exec_commands_keep_invalid_utf8()
 
 NO_SHELL_MESSAGE = (
     "Racetrack has no interactive shell.\n"
@@ -26,19 +47,35 @@ NO_SHELL_MESSAGE = (
 
 
 class _Session(asyncssh.SSHServer):
-    """One SSH connection: remembers whose key authenticated it."""
+    """One SSH connection: remembers whose key authenticated it; a connection that ends
+    without authenticating counts against its address (see throttle)."""
 
-    def __init__(self, operations: Operations) -> None:
+    def __init__(self, operations: Operations, throttle: AuthThrottle) -> None:
         self._operations = operations
+        self._throttle = throttle
         self.identity: Identity | None = None
+        self.address = "?"
         self.peer = "?"
+        self._authenticated = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else "?"
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
 
-    def begin_auth(self, username: str) -> bool:
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._authenticated:
+            self._throttle.failed(self.address)
+
+    async def begin_auth(self, username: str) -> bool:
+        delay = self._throttle.delay(self.address)
+        if delay > 0:
+            log.warning("slowing down %s: %.0fs before it may authenticate", self.address, delay)
+            await asyncio.sleep(delay)  # the penalty itself, not a wait for a condition
         return True  # authentication is always required
+
+    def auth_completed(self) -> None:
+        self._authenticated = True
 
     def password_auth_supported(self) -> bool:
         return False
@@ -105,18 +142,21 @@ class GitReceiver:
         *,
         keepalive_interval: float = 15.0,
         max_git_sessions: int = 64,
+        max_push_bytes: int = 100 * 1024 * 1024,
     ) -> None:
         self._operations = operations
         self._repos = repos
         self._host_key = host_key
         self._keepalive_interval = keepalive_interval
+        self._max_push_bytes = max_push_bytes
         self._executor = ThreadPoolExecutor(max_git_sessions, thread_name_prefix="git")
         self._server: asyncssh.SSHAcceptor | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; return the bound port (useful when `port` is 0)."""
+        throttle = AuthThrottle()
         self._server = await asyncssh.create_server(
-            lambda: _Session(self._operations),
+            lambda: _Session(self._operations, throttle),
             host,
             port,
             server_host_keys=[self._host_key],
@@ -191,6 +231,7 @@ class GitReceiver:
                     identity=identity,
                     operations=self._operations,
                     loop=loop,
+                    max_push_bytes=self._max_push_bytes,
                 ),
             )
         except (ChannelClosed, HangupException):

@@ -175,10 +175,28 @@ class Server:
         )
         return {ref: sha for sha, ref in (line.split("\t") for line in listed.stdout.splitlines())}
 
-    def token(self) -> str:
-        result = self.ssh("auth:token")
+    def token(self, key: Path | None = None) -> str:
+        result = self.ssh("auth:token", key=key)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
+
+    def add_user(self, name: str, *, admin: bool = False) -> Path:
+        """A user made by the admin, with a fresh key of their own; returns the private key."""
+        flags = ("--admin",) if admin else ()
+        made = self.ssh("users:add", name, *flags)
+        assert made.returncode == 0, made.stderr
+        key = make_key(self.workdir / f"key-{name}", f"{name}@example")
+        added = self.ssh("keys:add", name, stdin=Path(f"{key}.pub").read_text())
+        assert added.returncode == 0, added.stderr
+        return key
+
+    def api(
+        self, command: str, body: dict | None = None, *, token: str | None = None
+    ) -> tuple[int, Any]:
+        """POST /api/v1/commands/<command> with `body` as the JSON arguments."""
+        return http_json(
+            f"{self.api_url}/api/v1/commands/{command}", body or {}, token=token, method="POST"
+        )
 
     # HTTP
 

@@ -24,7 +24,7 @@ from controller.store import Release
 FOLLOW_CHECK_INTERVAL = 1.0  # how soon `logs -f` notices that its client has gone
 
 
-@command("help", "list the commands")
+@command("help", "list the commands", json_flag)
 async def _help(ctx: CommandContext, _args: argparse.Namespace) -> Result:
     width = max(len(name) for name in COMMANDS)
     lines = [f"  {c.name.ljust(width)}  {c.summary}" for c in COMMANDS.values()]

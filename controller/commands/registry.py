@@ -220,6 +220,26 @@ class _CollectedOutput:
         return self.input
 
 
+def _json_value(parser: argparse.ArgumentParser, action: argparse.Action, value: Any) -> Any:
+    """One argument from JSON, checked and converted as argparse would convert words."""
+    name = f"{parser.prog}: {action.dest!r}"
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise CommandFailed(f"{name} must be true or false")
+        return value
+    if action.nargs in ("*", "+"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise CommandFailed(f"{name} must be a list of strings")
+        converted: Any = [action.type(v) if callable(action.type) else v for v in value]
+    else:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise CommandFailed(f"{name} must be a string or a number")
+        converted = action.type(str(value)) if callable(action.type) else str(value)
+    if action.choices is not None and converted not in action.choices:
+        raise CommandFailed(f"{name} must be one of {list(action.choices)}")
+    return converted
+
+
 def namespace_from_json(
     parser: argparse.ArgumentParser, body: dict[str, Any]
 ) -> argparse.Namespace:
@@ -235,22 +255,10 @@ def namespace_from_json(
                 raise CommandFailed(f"{parser.prog}: {action.dest!r} is required")
             setattr(namespace, action.dest, action.default)
             continue
-        value = body[action.dest]
-        if isinstance(action, argparse._StoreTrueAction):
-            if not isinstance(value, bool):
-                raise CommandFailed(f"{parser.prog}: {action.dest!r} must be true or false")
-        elif action.nargs in ("*", "+"):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise CommandFailed(f"{parser.prog}: {action.dest!r} must be a list of strings")
-            value = [action.type(v) if callable(action.type) else v for v in value]
-        else:
-            if not isinstance(value, str | int) or isinstance(value, bool):
-                raise CommandFailed(f"{parser.prog}: {action.dest!r} must be a string or a number")
-            value = action.type(str(value)) if callable(action.type) else str(value)
-        if action.choices is not None and value not in action.choices:
-            raise CommandFailed(
-                f"{parser.prog}: {action.dest!r} must be one of {list(action.choices)}"
-            )
+        try:
+            value = _json_value(parser, action, body[action.dest])
+        except argparse.ArgumentTypeError as exc:
+            raise CommandFailed(f"{parser.prog}: argument {action.dest}: {exc}") from None
         setattr(namespace, action.dest, value)
     unknown = sorted(set(body) - known - {"input"})
     if unknown:

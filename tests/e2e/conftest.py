@@ -12,7 +12,10 @@ _names = itertools.count(1)
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One platform shared by the tests that do not need their own (each uses its own jobs)."""
-    running = Server(tmp_path_factory.mktemp("racetrack")).start()
+    running = Server(
+        tmp_path_factory.mktemp("racetrack"),
+        extra_args=("--auth-cache", "1"),  # grants and revokes apply within a second
+    ).start()
     yield running
     running.stop()
 
@@ -25,7 +28,7 @@ def token(server: Server) -> str:
 @pytest.fixture
 def job_name(request: pytest.FixtureRequest) -> str:
     """A job name unique in the session, readable in logs: the test's name, shortened."""
-    base = request.node.name.removeprefix("test_").replace("_", "-").lower()
+    base = request.node.originalname.removeprefix("test_").replace("_", "-").lower()
     return f"{base[:50].strip('-')}-{next(_names)}"
 
 
