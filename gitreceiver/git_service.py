@@ -165,6 +165,9 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             except PACK_ERRORS as exc:
                 yield (b"unpack", " ".join(str(exc).split()).encode("utf-8", "replace"))
                 return
+            except (TypeError, ValueError, IndexError):  # dulwich reading past the end
+                yield (b"unpack", b"the pack ended early or is malformed")
+                return
         yield (b"unpack", b"ok")
         for old, new, ref in refs:
             yield (ref, self._update_ref(ref, old, new))

@@ -76,6 +76,7 @@ class _Session(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         self._authenticated = True
+        self._throttle.succeeded(self.address)
 
     def password_auth_supported(self) -> bool:
         return False

@@ -3,8 +3,8 @@
 Every SSH connection that ends without authenticating counts as a failure of its address.
 From the `free`-th failure within `window` seconds on, each new connection from that address
 waits before it may authenticate: 1 s, then twice as long per further failure, at most `cap`.
-A real user whose key works pays nothing; someone trying keys (or hammering the port) gets
-slower and slower.
+A real user whose key works pays nothing (a successful login clears the address's record);
+someone trying keys (or hammering the port) gets slower and slower.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class AuthThrottle:
         if len(self._failures) > 10_000:  # forget quiet addresses rather than grow for ever
             for quiet in [a for a, f in self._failures.items() if not f]:
                 del self._failures[quiet]
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
 
     def delay(self, address: str) -> float:
         """Seconds the next connection from `address` waits before authenticating."""
