@@ -27,6 +27,7 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 JOB_TYPES = ("python3", "docker-http", "docker-proxy", "golang")
 MAX_MANIFEST_BYTES = 256 * 1024
+MAX_REPLICAS = 50
 
 
 ExtraT = TypeVar("ExtraT", bound=BaseModel)
@@ -206,7 +207,7 @@ class Manifest(_Strict):
     secret_runtime_env_file: str | None = None
     labels: dict[str, Any] = Field(default_factory=dict)
     public_endpoints: list[str] = Field(default_factory=list)
-    replicas: int = Field(default=1, ge=1, le=50)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     resources: Resources | None = None
     system_dependencies: list[str] = Field(default_factory=list)
     infrastructure_target: str | None = None

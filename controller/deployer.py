@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from buildpacks.build import ImageArtifact
 from buildpacks.manifest import Manifest
 from controller.build_step import BuildStep
-from controller.errors import DeployFailed
+from controller.errors import DeployFailed, PartlyReconfigured
 from controller.job_locks import JobLocks, LockTimeout
 from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, Runtime
 from controller.serving import Serving, ServingTable
@@ -253,22 +253,46 @@ class Deployer:
         self, job: str, config: dict[str, str], by: str, progress: Progress
     ) -> list[Release]:
         """Set the job's config; every version that serves gets a new release of its current
-        artifact with the new environment, swapped in like any deploy."""
+        artifact with the new environment, swapped in like any deploy. If none serves, the next
+        deploy runs with it. The config is stored once a version runs with it: if the first
+        redeploy fails nothing changed; if a later one fails, PartlyReconfigured says which
+        versions run the new config and which still run the old one."""
         async with self._locked(job, f"config change of {job} by {by}", progress):
+            applied: list[Release] = []
+            for serving in [s for s in self.serving if s.release.job == job]:
+                try:
+                    applied.append(
+                        await self._redeploy(
+                            serving.release, by, progress, cause=Cause.CONFIG, config=config
+                        )
+                    )
+                except DeployFailed as exc:
+                    if not applied:
+                        raise DeployFailed(f"config not changed: {exc}") from None
+                    self._store.replace_job_config(job, config)
+                    done = ", ".join(f"{r.version} ({r.label})" for r in applied)
+                    failed = serving.release.version
+                    raise PartlyReconfigured(
+                        f"the new config runs in {done}, but {failed} still runs the old one:"
+                        f" {exc}",
+                        applied,
+                    ) from None
             self._store.replace_job_config(job, config)
-            return [
-                await self._redeploy(
-                    serving.release, by, progress, cause=Cause.CONFIG, config=config
-                )
-                for serving in self._serving_of(job)
-            ]
+            return applied
 
     async def restart(
-        self, job: str, version: str | None, by: str, progress: Progress
+        self,
+        job: str,
+        version: str | None,
+        by: str,
+        progress: Progress,
+        *,
+        permit: Callable[[Release], None] = lambda _release: None,
     ) -> list[Release]:
-        """Fresh instances of what serves (a new release of the same artifact and config)."""
+        """Fresh instances of what serves (a new release of the same artifact and config).
+        `permit` sees each release to be replaced before any work starts; it raises to refuse."""
         async with self._locked(job, f"restart of {job} by {by}", progress):
-            targets = self._serving_of(job, version)
+            targets = self._permitted(self._serving_of(job, version), permit)
             return [
                 await self._redeploy(
                     s.release, by, progress, cause=Cause.RESTART, config=s.release.config
@@ -277,11 +301,19 @@ class Deployer:
             ]
 
     async def scale(
-        self, job: str, version: str | None, replicas: int, by: str, progress: Progress
+        self,
+        job: str,
+        version: str | None,
+        replicas: int,
+        by: str,
+        progress: Progress,
+        *,
+        permit: Callable[[Release], None] = lambda _release: None,
     ) -> list[Release]:
-        """Run `replicas` instances of what serves (until a push applies its manifest again)."""
+        """Run `replicas` instances of what serves (until a push applies its manifest again).
+        `permit` as for `restart`."""
         async with self._locked(job, f"scaling of {job} by {by}", progress):
-            targets = self._serving_of(job, version)
+            targets = self._permitted(self._serving_of(job, version), permit)
             return [
                 await self._redeploy(
                     s.release,
@@ -304,6 +336,12 @@ class Deployer:
                 raise DeployFailed(f"{job} {version} is not running")
             await self._retire(serving)
             return self._store.set_release_status(serving.release, ReleaseStatus.DELETED)
+
+    @staticmethod
+    def _permitted(targets: list[Serving], permit: Callable[[Release], None]) -> list[Serving]:
+        for serving in targets:
+            permit(serving.release)
+        return targets
 
     def _serving_of(self, job: str, version: str | None = None) -> list[Serving]:
         found = [

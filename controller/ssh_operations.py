@@ -27,16 +27,19 @@ class SshOperations:
 
     async def authorize(self, identity: Identity, service: str, job: str) -> str | None:
         """Before any pack moves: may this identity push to (or fetch) this job? A push that
-        creates a family needs deploy_new_family, and makes the pusher its owner."""
+        creates a family needs deploy_new_family, and makes the pusher its owner. Fetching needs
+        read_job on the whole job: the repository holds every version's code."""
         assert isinstance(identity, Principal)
         permissions, store = self._services.permissions, self._services.store
         try:
             if service == "git-upload-pack":
-                permissions.require(identity, READ_JOB, job, ANY_VERSION)
+                permissions.require(identity, READ_JOB, job)
             elif store.family(job) is None:
-                permissions.require(identity, DEPLOY_NEW_FAMILY)
-                store.create_family(job, identity.name)
-                store.audit(identity.subject, "family:create", job)
+                permissions.require(identity, DEPLOY_NEW_FAMILY, job)
+                if store.create_family(job, identity.name).owner == identity.name:
+                    store.audit(identity.subject, "family:create", job)
+                else:  # someone else's push created it a moment ago
+                    permissions.require(identity, DEPLOY_JOB, job, ANY_VERSION)
             else:
                 permissions.require(identity, DEPLOY_JOB, job, ANY_VERSION)
         except Forbidden as exc:

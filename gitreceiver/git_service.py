@@ -175,6 +175,8 @@ class DeployingReceivePackHandler(ReceivePackHandler):
     def _update_ref(self, ref: bytes, old: bytes, new: bytes) -> bytes:
         if not ref.startswith(b"refs/") or not check_ref_format(ref):  # type: ignore[arg-type]
             return b"funny refname"
+        if new != ZERO_SHA and (missing := self._not_pointable(ref, new)):
+            return missing
         change = RefChange(self.repo.refs, ref, old, new)
         if ref in DEPLOY_BRANCHES:
             if new == ZERO_SHA:
@@ -193,6 +195,17 @@ class DeployingReceivePackHandler(ReceivePackHandler):
                 f"To deploy it: git push <remote> {change.branch}:main\n"
             )
         return b"ok"
+
+    def _not_pointable(self, ref: bytes, new: bytes) -> bytes | None:
+        """Why `ref` may not point at `new` (None if it may): the object must have arrived,
+        and a branch must point at a commit."""
+        try:
+            kind = self.repo.object_store[new].type_name
+        except (KeyError, ValueError):
+            return b"missing object " + new
+        if ref.startswith(b"refs/heads/") and kind != b"commit":
+            return b"not a commit: " + new
+        return None
 
     def _deploy(self, branch: RefChange, commit: str) -> bytes:
         lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()

@@ -35,10 +35,12 @@ def quarantine(repo: Repo) -> Iterator[DiskObjectStore]:
 
 def admit(store: DiskObjectStore, repo: Repo) -> None:
     """Move the received packs into the repository: each pack before its index, so that a
-    reader never finds an index without its pack."""
+    reader never finds an index without its pack. A pack with no objects in it is dropped."""
     source = Path(store.pack_dir)
     target = Path(repo.object_store.path) / "pack"  # type: ignore[attr-defined]
     for pack in sorted(source.glob("pack-*.pack")):
+        if _object_count(pack) == 0:
+            continue
         os.replace(pack, target / pack.name)
         for extra in sorted(source.glob(pack.stem + ".*")):
             if extra.suffix != ".idx":
@@ -46,6 +48,12 @@ def admit(store: DiskObjectStore, repo: Repo) -> None:
         index = pack.with_suffix(".idx")
         if index.exists():
             os.replace(index, target / index.name)
+
+
+def _object_count(pack: Path) -> int:
+    with pack.open("rb") as file:
+        header = file.read(12)  # "PACK", version, object count (big-endian)
+    return int.from_bytes(header[8:12], "big")
 
 
 def remove_stale(objects: Path) -> list[Path]:

@@ -47,35 +47,53 @@ NO_SHELL_MESSAGE = (
 
 
 class _Session(asyncssh.SSHServer):
-    """One SSH connection: remembers whose key authenticated it; a connection that ends
-    without authenticating counts against its address (see throttle)."""
+    """One SSH connection: remembers whose key authenticated it, and reports refusals to the
+    throttle (see there for the rules)."""
 
     def __init__(self, operations: Operations, throttle: AuthThrottle) -> None:
         self._operations = operations
         self._throttle = throttle
+        self._conn: asyncssh.SSHServerConnection | None = None
         self.identity: Identity | None = None
         self.address = "?"
         self.peer = "?"
-        self._authenticated = False
+        self._pending = False  # counted by the throttle as not yet authenticated
+        self._over_limit = False
+        self._refused_keys = 0
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
         peer = conn.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "?"
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._pending = True
+        self._over_limit = not self._throttle.opened(self.address)
+
+    def _settle(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._throttle.settled(self.address)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._authenticated:
+        if self._pending and not self._refused_keys and not self._over_limit:
             self._throttle.failed(self.address)
+        self._settle()
 
-    async def begin_auth(self, username: str) -> bool:
-        delay = self._throttle.delay(self.address)
-        if delay > 0:
-            log.warning("slowing down %s: %.0fs before it may authenticate", self.address, delay)
-            await asyncio.sleep(delay)  # the penalty itself, not a wait for a condition
+    def _disconnect(self, code: int, reason: str) -> None:
+        log.warning("disconnected %s: %s", self.peer, reason)
+        assert self._conn is not None
+        self._conn.disconnect(code, reason)
+
+    def begin_auth(self, username: str) -> bool:
+        if self._over_limit:
+            self._disconnect(
+                asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                "too many unauthenticated connections from your address",
+            )
         return True  # authentication is always required
 
     def auth_completed(self) -> None:
-        self._authenticated = True
+        self._settle()
         self._throttle.succeeded(self.address)
 
     def password_auth_supported(self) -> bool:
@@ -87,14 +105,24 @@ class _Session(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         public = key.export_public_key("openssh").decode("ascii").strip()
         identity = self._operations.identify(public, key.get_fingerprint("sha256"))
-        if identity is None:
-            log.info("refused unknown key %s from %s", key.get_fingerprint("sha256"), self.peer)
-            return False
-        self.identity = identity
-        return True
+        if identity is not None:
+            self.identity = identity
+            return True
+        log.info("refused unknown key %s from %s", key.get_fingerprint("sha256"), self.peer)
+        delay = self._throttle.delay(self.address)
+        self._throttle.failed(self.address)
+        self._refused_keys += 1
+        if delay > 0:
+            log.warning("slowing down %s: %.0fs before its refusal", self.address, delay)
+            await asyncio.sleep(delay)  # the penalty itself, not a wait for a condition
+        if self._refused_keys >= self._throttle.per_connection:
+            self._disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication failures"
+            )
+        return False
 
 
 class _ProcessIO:
@@ -186,7 +214,9 @@ class GitReceiver:
         try:
             status = await self._run(process, identity, process.command)
         except Exception:
-            log.exception("command %r of %s failed", process.command, identity.name)
+            # only the command's name: its arguments may hold secrets (config:set KEY=VALUE)
+            name = (process.command or "").split(" ", 1)[0]
+            log.exception("command %r of %s failed", name, identity.name)
             _write_error(process, "internal error (see the server log)")
         finally:
             process.exit(status)

@@ -1,42 +1,91 @@
 """Slowing down addresses that keep failing to authenticate.
 
-Every SSH connection that ends without authenticating counts as a failure of its address.
-From the `free`-th failure within `window` seconds on, each new connection from that address
-waits before it may authenticate: 1 s, then twice as long per further failure, at most `cap`.
-A real user whose key works pays nothing (a successful login clears the address's record);
-someone trying keys (or hammering the port) gets slower and slower.
+A failure is a refused key, or a connection that ends without authenticating and without
+offering any key (someone hammering the port). Once an address has `free` failures within
+`window` seconds, each further refusal is answered only after a pause: 1 s, then twice as long
+per further failure, at most `cap`. One connection may offer at most `per_connection`
+refused keys before it is disconnected, and one address may hold at most `unauthenticated`
+connections that have not authenticated yet, so neither many keys on one connection nor many
+connections in parallel get around the pauses. A key that works is never delayed, and a
+successful login clears its address's record. IPv6 addresses count per /64, the block one
+machine usually holds.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from collections import deque
+from collections import OrderedDict, deque
+
+MAX_ADDRESSES = 10_000  # records kept; the least recently failing addresses are forgotten first
+
+
+def address_key(address: str) -> str:
+    """The unit that failures count against: the IPv4 address, or the IPv6 /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class AuthThrottle:
-    def __init__(self, free: int = 5, window: float = 300.0, cap: float = 30.0) -> None:
+    def __init__(
+        self,
+        free: int = 5,
+        window: float = 300.0,
+        cap: float = 30.0,
+        per_connection: int = 6,
+        unauthenticated: int = 20,
+    ) -> None:
+        self.per_connection = per_connection
         self._free = free
         self._window = window
         self._cap = cap
-        self._failures: dict[str, deque[float]] = {}
+        self._unauthenticated_limit = unauthenticated
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._pending: dict[str, int] = {}
 
-    def _recent(self, address: str) -> deque[float]:
-        failures = self._failures.setdefault(address, deque())
+    def _recent(self, key: str) -> deque[float]:
+        failures = self._failures.get(key, deque())
         horizon = time.monotonic() - self._window
         while failures and failures[0] < horizon:
             failures.popleft()
         return failures
 
     def failed(self, address: str) -> None:
-        self._recent(address).append(time.monotonic())
-        if len(self._failures) > 10_000:  # forget quiet addresses rather than grow for ever
-            for quiet in [a for a, f in self._failures.items() if not f]:
-                del self._failures[quiet]
+        key = address_key(address)
+        failures = self._recent(key)
+        failures.append(time.monotonic())
+        self._failures[key] = failures
+        self._failures.move_to_end(key)
+        while len(self._failures) > MAX_ADDRESSES:
+            self._failures.popitem(last=False)
 
     def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+        self._failures.pop(address_key(address), None)
 
     def delay(self, address: str) -> float:
-        """Seconds the next connection from `address` waits before authenticating."""
-        extra = len(self._recent(address)) - self._free
+        """Seconds the next refusal of `address` waits before it is answered."""
+        extra = len(self._recent(address_key(address))) - self._free
         return 0.0 if extra < 0 else min(2.0**extra, self._cap)
+
+    def opened(self, address: str) -> bool:
+        """A connection from `address` begins; False if it holds too many unauthenticated ones
+        already (the caller disconnects it, and must still call `settled`)."""
+        key = address_key(address)
+        self._pending[key] = self._pending.get(key, 0) + 1
+        return self._pending[key] <= self._unauthenticated_limit
+
+    def settled(self, address: str) -> None:
+        """A connection counted by `opened` authenticated or ended."""
+        key = address_key(address)
+        left = self._pending.get(key, 1) - 1
+        if left > 0:
+            self._pending[key] = left
+        else:
+            self._pending.pop(key, None)

@@ -14,7 +14,7 @@ from controller.commands.registry import (
     format_table,
     json_flag,
 )
-from controller.permissions import SCOPES, SUBJECT_KINDS
+from controller.permissions import FULL_ACCESS, SCOPES, SUBJECT_KINDS
 from controller.store import Grant
 
 
@@ -62,6 +62,7 @@ def _grant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint", type=arguments.endpoint, help="only this path, e.g. /api/v1/perform"
     )
+    json_flag(parser)
 
 
 @command(
@@ -104,13 +105,16 @@ async def _perms_revoke(ctx: CommandContext, args: argparse.Namespace) -> Result
 
 
 def _list_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("subject", type=subject, nargs="?", help="default: every subject")
+    parser.add_argument(
+        "subject", type=subject, nargs="?", help="default: everyone's for admins, else your own"
+    )
     json_flag(parser)
 
 
 @command("perms:list", "grants (your own, or anyone's for admins)", _list_args)
 async def _perms_list(ctx: CommandContext, args: argparse.Namespace) -> Result:
-    wanted = args.subject
+    is_admin = ctx.services.permissions.allowed(ctx.who, FULL_ACCESS)
+    wanted = args.subject or (None if is_admin else ctx.who.subject)
     if wanted != ctx.who.subject:
         ctx.require_admin()
     grants = ctx.services.store.grants(wanted)

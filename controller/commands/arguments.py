@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from buildpacks.manifest import ENV_NAME_RE, JOB_NAME_RE, SEMVER_RE
+from buildpacks.manifest import ENV_NAME_RE, JOB_NAME_RE, MAX_REPLICAS, SEMVER_RE
 
 USER_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 RESERVED_ENV = frozenset(
@@ -55,6 +55,15 @@ def positive_int(text: str) -> int:
     if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{_printable(text)!r} is not a whole number above 0")
     return int(text)
+
+
+def replicas(text: str) -> int:
+    count = positive_int(text)
+    if count > MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(
+            f"{count} is more than the {MAX_REPLICAS} replicas allowed"
+        )
+    return count
 
 
 def env_name(text: str) -> str:

@@ -1,7 +1,9 @@
 """config:show, config:set, config:unset: the environment a job's releases run with.
 
 Values live in the store, outside the manifest; they are never printed in build logs or the
-audit log (which names the keys), and `config:show` masks them unless an admin asks.
+audit log (which names the keys), and `config:show` masks them unless an admin asks. The config
+belongs to the job as a whole, so changing it needs deploy_job for the whole job, not for just
+one version.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from controller.commands.registry import (
     format_table,
     json_flag,
 )
+from controller.errors import PartlyReconfigured
 from controller.permissions import ANY_VERSION, DEPLOY_JOB, READ_JOB
 from controller.store import Release
 
@@ -59,15 +62,27 @@ def _set_args(parser: argparse.ArgumentParser) -> None:
 
 @command("config:set", "set config values: a new release of what serves, no downtime", _set_args)
 async def _config_set(ctx: CommandContext, args: argparse.Namespace) -> Result:
-    ctx.require(DEPLOY_JOB, args.job, ANY_VERSION)
+    ctx.require(DEPLOY_JOB, args.job)
     releases_of(ctx, args.job)
     config = {**ctx.services.store.job_config(args.job), **dict(args.pairs)}
     keys = sorted(dict(args.pairs))
-    releases = await ctx.services.deployer.reconfigure(
-        args.job, config, ctx.who.name, ctx.output.line
-    )
-    ctx.audit("config:set", args.job, ", ".join(keys))
-    return _applied(args.job, keys, releases)
+    return await _reconfigure(ctx, "config:set", args.job, config, keys)
+
+
+async def _reconfigure(
+    ctx: CommandContext, action: str, job: str, config: dict[str, str], keys: list[str]
+) -> Result:
+    """Apply the new config; audited (by key names) once any version runs with it."""
+    try:
+        releases = await ctx.services.deployer.reconfigure(
+            job, config, ctx.who.name, ctx.output.line
+        )
+    except PartlyReconfigured as exc:
+        applied = ", ".join(r.label for r in exc.applied)
+        ctx.audit(action, job, f"{', '.join(keys)} (only {applied}: {exc})")
+        raise
+    ctx.audit(action, job, ", ".join(keys))
+    return _applied(job, keys, releases)
 
 
 def _unset_args(parser: argparse.ArgumentParser) -> None:
@@ -77,15 +92,11 @@ def _unset_args(parser: argparse.ArgumentParser) -> None:
 
 @command("config:unset", "remove config values: a new release of what serves", _unset_args)
 async def _config_unset(ctx: CommandContext, args: argparse.Namespace) -> Result:
-    ctx.require(DEPLOY_JOB, args.job, ANY_VERSION)
+    ctx.require(DEPLOY_JOB, args.job)
     releases_of(ctx, args.job)
     config = ctx.services.store.job_config(args.job)
     missing = [key for key in args.keys if key not in config]
     if missing:
         raise CommandFailed(f"{args.job} has no config {missing[0]}")
     remaining = {k: v for k, v in config.items() if k not in args.keys}
-    releases = await ctx.services.deployer.reconfigure(
-        args.job, remaining, ctx.who.name, ctx.output.line
-    )
-    ctx.audit("config:unset", args.job, ", ".join(sorted(args.keys)))
-    return _applied(args.job, sorted(args.keys), releases)
+    return await _reconfigure(ctx, "config:unset", args.job, remaining, sorted(args.keys))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from controller.commands import arguments
 from controller.commands.registry import (
     COMMANDS,
     CommandContext,
+    CommandFailed,
     NotFound,
     Result,
     command,
@@ -84,7 +86,9 @@ async def _jobs_info(ctx: CommandContext, args: argparse.Namespace) -> Result:
     rows = [
         row
         for row in await list_jobs(services.store, services.deployer)
-        if row.name == args.job and args.version in (None, row.version)
+        if row.name == args.job
+        and args.version in (None, row.version)
+        and ctx.allowed(READ_JOB, args.job, row.version)
     ]
     if not rows:
         raise NotFound(f"{args.job} has no version {args.version}")
@@ -143,10 +147,15 @@ async def _jobs_restart(ctx: CommandContext, args: argparse.Namespace) -> Result
     ctx.require(DEPLOY_JOB, args.job, args.version or ANY_VERSION)
     releases_of(ctx, args.job)
     releases = await ctx.services.deployer.restart(
-        args.job, args.version, ctx.who.name, ctx.output.line
+        args.job, args.version, ctx.who.name, ctx.output.line, permit=_deploy_permit(ctx)
     )
     ctx.audit("jobs:restart", args.job, ", ".join(r.label for r in releases))
     return _new_releases(releases)
+
+
+def _deploy_permit(ctx: CommandContext) -> Callable[[Release], None]:
+    """For work on every version that serves: checked for each version under the job's lock."""
+    return lambda release: ctx.require(DEPLOY_JOB, release.job, release.version)
 
 
 def _new_releases(releases: list[Release]) -> Result:
@@ -156,7 +165,7 @@ def _new_releases(releases: list[Release]) -> Result:
 
 def _scale_args(parser: argparse.ArgumentParser) -> None:
     _job(parser)
-    parser.add_argument("replicas", type=arguments.positive_int)
+    parser.add_argument("replicas", type=arguments.replicas)
     parser.add_argument("--version", type=arguments.version)
 
 
@@ -165,7 +174,12 @@ async def _ps_scale(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job, args.version or ANY_VERSION)
     releases_of(ctx, args.job)
     releases = await ctx.services.deployer.scale(
-        args.job, args.version, args.replicas, ctx.who.name, ctx.output.line
+        args.job,
+        args.version,
+        args.replicas,
+        ctx.who.name,
+        ctx.output.line,
+        permit=_deploy_permit(ctx),
     )
     ctx.audit(
         "ps:scale", args.job, f"{args.replicas} replicas: {', '.join(r.label for r in releases)}"
@@ -184,10 +198,10 @@ def _logs_args(parser: argparse.ArgumentParser) -> None:
 
 @command("logs", "a job's output (-f: keep following until you disconnect)", _logs_args)
 async def _logs(ctx: CommandContext, args: argparse.Namespace) -> Result:
-    ctx.require(READ_JOB, args.job, args.version or ANY_VERSION)
+    ctx.require(READ_JOB, args.job, args.version)  # no version: every version's output
     releases_of(ctx, args.job)
     if args.follow and not ctx.output.can_stream:
-        raise NotFound("logs --follow streams: use it over SSH")
+        raise CommandFailed("logs --follow streams: use it over SSH")
     queue: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def read() -> None:

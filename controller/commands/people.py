@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from controller.accounts import BadPublicKey, read_public_key
 from controller.commands import arguments
@@ -16,6 +17,7 @@ from controller.commands.registry import (
     format_table,
     json_flag,
 )
+from controller.errors import DeployFailed
 from controller.store import User
 
 
@@ -78,9 +80,13 @@ async def _users_remove(ctx: CommandContext, args: argparse.Namespace) -> Result
     user = _user(ctx, args.name)
     if user.is_admin and len(ctx.services.store.admins()) == 1:
         raise CommandFailed(f"{user.name} is the last admin; add another admin first")
-    ctx.services.store.remove_user(user)
-    ctx.audit("users:remove", detail=user.name)
-    return Result({"name": user.name}, f"Removed user {user.name} and their keys\n")
+    families = ctx.services.store.remove_user(user, heir=ctx.who.name)
+    handed = f"; their jobs now belong to {ctx.who.name}: {', '.join(families)}" if families else ""
+    ctx.audit("users:remove", detail=user.name + handed)
+    return Result(
+        {"name": user.name, "families_now_owned_by": ctx.who.name, "families": families},
+        f"Removed user {user.name} with their keys and grants{handed}\n",
+    )
 
 
 # keys
@@ -165,10 +171,15 @@ async def _auth_token(ctx: CommandContext, _args: argparse.Namespace) -> Result:
     return Result({"token": token}, token + "\n")
 
 
+def _create_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("esc", type=arguments.user_name, metavar="esc-name")
+    json_flag(parser)
+
+
 @command(
     "tokens:create",
     "create an External Service Consumer's token (it may do nothing until granted)",
-    lambda p: p.add_argument("esc", type=arguments.user_name, metavar="esc-name"),
+    _create_args,
 )
 async def _tokens_create(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require_admin()
@@ -219,6 +230,22 @@ async def _tokens_revoke(ctx: CommandContext, args: argparse.Namespace) -> Resul
         raise CommandFailed(f"token {args.id} was revoked already ({token.revoked_at})")
     ctx.services.store.revoke_token(token)
     ctx.audit("tokens:revoke", detail=f"{token.subject} token {token.id}")
-    return Result(
-        {"id": token.id, "subject": token.subject}, f"Revoked token {token.id} of {token.subject}\n"
-    )
+    text = f"Revoked token {token.id} of {token.subject}\n"
+    data: dict[str, Any] = {"id": token.id, "subject": token.subject, "restarted": []}
+    kind, _, job = token.subject.partition(":")
+    deployer = ctx.services.deployer
+    if kind == "family" and any(s.release.job == job for s in deployer.serving):
+        # its instances hold the revoked token as AUTH_TOKEN: fresh ones get a new token
+        try:
+            releases = await deployer.restart(job, None, ctx.who.name, ctx.output.line)
+        except DeployFailed as exc:
+            raise CommandFailed(
+                f"revoked token {token.id}, but restarting {job} with a new token failed ({exc});"
+                f" its calls to other jobs are refused until it restarts: jobs:restart {job}"
+            ) from None
+        ctx.audit("jobs:restart", job, ", ".join(r.label for r in releases))
+        data["restarted"] = [r.label for r in releases]
+        text += "".join(
+            f"{job} {r.version} now serves {r.label} with a new token\n" for r in releases
+        )
+    return Result(data, text)

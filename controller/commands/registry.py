@@ -66,6 +66,9 @@ class CommandContext:
     ) -> None:
         self.services.permissions.require(self.who, scope, family, version, endpoint)
 
+    def allowed(self, scope: str, family: str, version: str | None) -> bool:
+        return self.services.permissions.allowed(self.who, scope, family, version)
+
     def require_admin(self) -> None:
         self.services.permissions.require_admin(self.who)
 
@@ -82,7 +85,6 @@ class Command:
     summary: str
     handler: Handler
     configure: Callable[[argparse.ArgumentParser], None]
-    ssh_only: bool = False  # streams until the client goes (logs -f)
 
 
 COMMANDS: dict[str, Command] = {}
@@ -276,8 +278,6 @@ async def run_api_command(
     found = COMMANDS.get(name)
     if found is None:
         return 404, {"error": f"unknown command {name!r}"}
-    if found.ssh_only:
-        return 400, {"error": f"{name} streams: use it over SSH"}
     output = _CollectedOutput(input=str(body.get("input", "")).encode())
     try:
         namespace = namespace_from_json(parser_for(found, output.line), body)

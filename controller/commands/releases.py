@@ -65,10 +65,16 @@ def _find(ctx: CommandContext, job: str, number: int) -> Release:
     return release
 
 
+def _readable(ctx: CommandContext, job: str) -> list[Release]:
+    """The job's releases, oldest first, that the caller may read: a grant narrowed to a
+    version shows that version's releases (and none whose version is not known)."""
+    ctx.require(READ_JOB, job, ANY_VERSION)  # before anything tells whether the job exists
+    return [r for r in releases_of(ctx, job) if ctx.allowed(READ_JOB, job, r.version)]
+
+
 @command("releases:list", "a job's releases, newest first", _job)
 async def _releases_list(ctx: CommandContext, args: argparse.Namespace) -> Result:
-    ctx.require(READ_JOB, args.job, ANY_VERSION)
-    releases = list(reversed(releases_of(ctx, args.job)))
+    releases = list(reversed(_readable(ctx, args.job)))
     rows = [
         [
             r.label,
@@ -97,6 +103,7 @@ def _job_release(parser: argparse.ArgumentParser) -> None:
     _job_release,
 )
 async def _releases_info(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    ctx.require(READ_JOB, args.job, ANY_VERSION)
     release = _find(ctx, args.job, args.release)
     ctx.require(READ_JOB, args.job, release.version)
     info = release_json(release)
@@ -128,11 +135,9 @@ def _rollback_args(parser: argparse.ArgumentParser) -> None:
     _rollback_args,
 )
 async def _releases_rollback(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    # the job's config becomes the release's: that needs deploy_job on the whole job
+    ctx.require(DEPLOY_JOB, args.job)
     releases_of(ctx, args.job)
-    version = ANY_VERSION
-    if args.release is not None:
-        version = _find(ctx, args.job, args.release).version or ANY_VERSION
-    ctx.require(DEPLOY_JOB, args.job, version)
     release = await ctx.services.deployer.rollback(
         args.job, args.release, ctx.who.name, ctx.output.line
     )
@@ -146,8 +151,7 @@ async def _releases_rollback(ctx: CommandContext, args: argparse.Namespace) -> R
 
 @command("builds:list", "a job's deploys: release, status, duration, who", _job)
 async def _builds_list(ctx: CommandContext, args: argparse.Namespace) -> Result:
-    ctx.require(READ_JOB, args.job, ANY_VERSION)
-    releases = list(reversed(releases_of(ctx, args.job)))
+    releases = list(reversed(_readable(ctx, args.job)))
     data = [
         {
             "release": r.label,
@@ -186,11 +190,12 @@ def _log_args(parser: argparse.ArgumentParser) -> None:
 
 @command("builds:log", "the full output of a deploy (also of a failed one)", _log_args)
 async def _builds_log(ctx: CommandContext, args: argparse.Namespace) -> Result:
+    ctx.require(READ_JOB, args.job, ANY_VERSION)
     if args.release is None:
         release = releases_of(ctx, args.job)[-1]
     else:
         release = _find(ctx, args.job, args.release)
-    ctx.require(READ_JOB, args.job, release.version or ANY_VERSION)
+    ctx.require(READ_JOB, args.job, release.version)
     log = release.build_log or f"({release.label} has no build output yet)\n"
     return Result({"release": release.label, "log": log}, log)
 
@@ -202,6 +207,10 @@ async def _builds_log(ctx: CommandContext, args: argparse.Namespace) -> Result:
 )
 async def _builds_cancel(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job, ANY_VERSION)
+    running = ctx.services.deployer.running.get(args.job)
+    if running is not None:  # the version is known once the manifest is read; until then
+        current = ctx.services.store.release_by_id(running.release.id)  # the whole job
+        ctx.require(DEPLOY_JOB, args.job, current.version if current else None)
     release = ctx.services.deployer.cancel(args.job, ctx.who.name)
     if release is None:
         raise CommandFailed(f"no deploy of {args.job!r} is under way")

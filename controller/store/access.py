@@ -22,9 +22,6 @@ class AccessStore(StoreBase):
         assert family is not None
         return family
 
-    def remove_family(self, name: str) -> None:
-        self._db.execute("DELETE FROM families WHERE name = ?", (name,))
-
     # grants
 
     def grant(

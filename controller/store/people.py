@@ -10,10 +10,13 @@ from controller.store.records import Esc, SshKey, Token, User, now, record_of, u
 
 class PeopleStore(StoreBase):
     def create_user(self, name: str, is_admin: bool, token_hash_for: Callable[[User], str]) -> User:
-        """Create a user and store the hash of its first token, in one transaction."""
+        """Create a user and store the hash of its first token, in one transaction. Ids are never
+        reused (tokens derive from them), not even those of removed users."""
         with self._transaction():
             user_id = self._insert(
-                "INSERT INTO users (name, is_admin, created_at) VALUES (?, ?, ?)",
+                "INSERT INTO users (id, name, is_admin, created_at) VALUES ((SELECT 1 + MAX(id)"
+                " FROM (SELECT 0 AS id UNION ALL SELECT id FROM users"
+                " UNION ALL SELECT id FROM removed_users)), ?, ?, ?)",
                 (name, int(is_admin), now()),
             )
             user = self.user_by_id(user_id)
@@ -23,8 +26,24 @@ class PeopleStore(StoreBase):
             )
         return user
 
-    def remove_user(self, user: User) -> None:
-        self._db.execute("DELETE FROM users WHERE id = ?", (user.id,))  # keys go with it
+    def remove_user(self, user: User, heir: str) -> list[str]:
+        """Remove the user with their keys and grants; the families they own go to `heir`, so
+        that a later user of the same name inherits nothing. Returns those families."""
+        with self._transaction(immediate=True):
+            self._db.execute("DELETE FROM users WHERE id = ?", (user.id,))  # keys go with it
+            self._db.execute(
+                "INSERT INTO removed_users (id, name, removed_at) VALUES (?, ?, ?)",
+                (user.id, user.name, now()),
+            )
+            self._db.execute("DELETE FROM permissions WHERE subject = ?", (f"user:{user.name}",))
+            families = [
+                row["name"]
+                for row in self._all(
+                    "SELECT name FROM families WHERE owner = ? ORDER BY name", (user.name,)
+                )
+            ]
+            self._db.execute("UPDATE families SET owner = ? WHERE owner = ?", (heir, user.name))
+        return families
 
     def users(self) -> list[User]:
         return [user_of(r) for r in self._all("SELECT * FROM users ORDER BY name")]

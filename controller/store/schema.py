@@ -90,4 +90,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job, key)
     );
     """,
+    # jobs deployed before families existed belong to whoever deployed their first release;
+    # removed users are remembered so that their ids (which their tokens derive from) are never
+    # given to a new user
+    """
+    CREATE TABLE removed_users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        removed_at TEXT NOT NULL
+    );
+    INSERT INTO families (name, owner, created_at)
+    SELECT r.job, r.deployed_by, r.created_at FROM releases r
+    WHERE r.id = (SELECT MIN(id) FROM releases WHERE job = r.job)
+      AND NOT EXISTS (SELECT 1 FROM families f WHERE f.name = r.job);
+    """,
 ]

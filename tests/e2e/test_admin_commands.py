@@ -120,6 +120,56 @@ def test_a_push_keeps_the_config(server, token, workdir, job_name):
     assert server.call(job_name, "latest", payload={}, token=token) == (200, "fast")
 
 
+def test_config_set_with_nothing_serving_applies_at_the_next_deploy(
+    server, token, workdir, job_name
+):
+    files = python_job(job_name, "import os; return os.environ.get('MODE')", signature="")
+    repo = deployed(server, workdir, job_name, files)
+    assert server.ssh("jobs:delete", job_name, "1.0.0").returncode == 0
+
+    result = server.ssh("config:set", job_name, "MODE=later")
+    assert (result.returncode, result.stdout) == (
+        0,
+        f"{job_name} serves nothing now: the next deploy runs with the new config\n",
+    )
+    assert json.loads(server.ssh("config:show", job_name, "--json").stdout) == {"MODE": "********"}
+    repo.commit({"README": "back again\n"})
+    assert server.push(repo).returncode == 0
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "later")
+
+
+def test_the_audit_log_records_every_kind_of_change(server, workdir, job_name):
+    deployed(server, workdir, job_name)
+    name, esc = f"audited{next(_names)}", f"auditsvc{next(_names)}"
+    server.add_user(name)  # users:add, keys:add
+    fingerprint = json.loads(server.ssh("keys:list", name, "--json").stdout)[0]["fingerprint"]
+    granted = server.ssh("perms:grant", f"user:{name}", "read_job", "--family", job_name, "--json")
+    created = server.ssh("tokens:create", esc, "--json")
+    steps = [
+        ("config:set", job_name, "KEY=hidden-value"),
+        ("config:unset", job_name, "KEY"),
+        ("perms:revoke", str(json.loads(granted.stdout)["id"])),
+        ("tokens:revoke", str(json.loads(created.stdout)["id"])),
+        ("keys:remove", fingerprint),
+        ("jobs:delete", job_name, "1.0.0"),
+        ("users:remove", name),
+    ]
+    for argv in steps:
+        done = server.ssh(*argv)
+        assert done.returncode == 0, (argv, done.stderr)
+
+    events = json.loads(server.ssh("audit:log", "--json").stdout)
+    mine = [e for e in events if job_name in (e["job"] or "") or name in e["detail"]
+            or esc in e["detail"]]  # fmt: skip
+    actions = {e["action"] for e in mine}
+    expected = {"deploy", "users:add", "keys:add", "keys:remove", "users:remove", "config:set",
+                "config:unset", "perms:grant", "perms:revoke", "tokens:create", "tokens:revoke",
+                "jobs:delete"}  # fmt: skip
+    assert expected <= actions, expected - actions
+    assert all(e["actor"] == "user:admin" for e in mine)
+    assert "hidden-value" not in json.dumps(events), "config values are never in the audit log"
+
+
 def test_builds_list_and_logs(server, workdir, job_name):
     files = python_job(job_name, "print('computing', flush=True); return 1", signature="")
     deployed(server, workdir, job_name, files)
@@ -266,6 +316,6 @@ def test_the_api_runs_the_same_commands(server, token, workdir, job_name):
     status, body = server.api("users:list", {}, token=server.token(user_key))
     assert status == 403 and "is not an admin" in body["error"]
     status, body = server.api("logs", {"job": job_name, "follow": True}, token=token)
-    assert status == 404 and "use it over SSH" in body["error"]
+    assert status == 400 and "use it over SSH" in body["error"]
     status, body = http_json(f"{server.api_url}/api/v1/commands", token=token)
     assert status == 200 and "config:set" in body

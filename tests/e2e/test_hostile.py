@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import JobRepo, Server, make_key, python_job
+from tests.harness import JobRepo, Server, make_key, python_job, wait_for
 
 MAX_PUSH = 64 * 1024
 ZERO = "0" * 40
@@ -17,7 +18,7 @@ ZERO = "0" * 40
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A platform with a small push limit, and its own record of failed logins."""
+    """A platform with a small push limit."""
     running = Server(
         tmp_path_factory.mktemp("racetrack-strict"), extra_args=("--max-push-size", "64Ki")
     ).start()
@@ -49,14 +50,51 @@ def raw_receive_pack(server: Server, job: str, payload: bytes) -> subprocess.Com
     )  # fmt: skip
 
 
-def test_repeated_failed_logins_are_slowed_down(strict, workdir):
-    stranger = make_key(workdir / "stranger")
-    for _ in range(6):
-        assert strict.ssh("help", key=stranger).returncode == 255
-    started = time.monotonic()
-    assert strict.ssh("help", key=stranger).returncode == 255
-    assert time.monotonic() - started >= 1.0, "the seventh attempt waited"
-    assert "slowing down 127.0.0.1" in strict.log_path.read_text()
+def test_failed_logins_are_limited_per_connection_and_slowed_down(tmp_path, workdir):
+    gate = Server(tmp_path / "gate").start()  # its own record of failed logins
+    try:
+        strangers = [make_key(workdir / f"stranger{i}") for i in range(8)]
+        many_keys = [
+            "ssh", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={gate.known_hosts}", "-o", "LogLevel=INFO",
+            *[arg for key in strangers for arg in ("-i", str(key))],
+            "-p", str(gate.ssh_port), "git@127.0.0.1", "help",
+        ]  # fmt: skip
+        tried = subprocess.run(many_keys, capture_output=True, text=True, timeout=120)
+        assert tried.returncode == 255
+        assert "too many authentication failures" in tried.stderr, "cut off after 6 keys"
+        log = gate.log_path.read_text()
+        assert log.count("refused unknown key") == 6
+        assert "slowing down 127.0.0.1: 1s before its refusal" in log, "the sixth refusal waited"
+
+        started = time.monotonic()
+        assert gate.ssh("help", key=strangers[0]).returncode == 255
+        assert time.monotonic() - started >= 2.0, "the seventh refusal waited twice as long"
+
+        assert gate.ssh("help").returncode == 0, "a key that works is let in"
+        assert gate.ssh("help", key=strangers[1]).returncode == 255
+        assert gate.log_path.read_text().count("slowing down") == 2, "the login cleared it"
+    finally:
+        gate.stop()
+
+
+def test_one_address_cannot_hold_many_unauthenticated_connections(tmp_path):
+    gate = Server(tmp_path / "gate").start()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(20):  # the limit: connections that never authenticate
+            idle.append(socket.create_connection(("127.0.0.1", gate.ssh_port), timeout=30))
+            assert idle[-1].recv(64).startswith(b"SSH-2.0-Racetrack"), "accepted"
+        refused = gate.ssh("help")
+        assert refused.returncode == 255
+        assert "too many unauthenticated connections" in gate.log_path.read_text()
+    finally:
+        for connection in idle:
+            connection.close()
+    try:
+        wait_for(lambda: gate.ssh("help").returncode == 0, "the idle connections to be gone")
+    finally:
+        gate.stop()
 
 
 @pytest.mark.parametrize(
@@ -120,7 +158,44 @@ def test_a_malformed_pack_leaves_the_repo_as_it_was(strict, workdir, job_name):
     cut = raw_receive_pack(strict, job_name, b"PACK\x00\x00\x00\x02\x00\x00\x00\x05")  # then EOF
     assert b"unpack the pack ended early or is malformed" in cut.stdout
     assert repo_state(bare) == before
+
+    header = b"PACK\x00\x00\x00\x02\x00\x00\x00\x00"  # a valid pack with no objects
+    empty = raw_receive_pack(strict, job_name, header + hashlib.sha1(header).digest())
+    assert b"unpack ok" in empty.stdout
+    assert f"ng refs/heads/evil missing object {'1' * 40}".encode() in empty.stdout
+    assert repo_state(bare) == before
     assert strict.remote_refs(job_name).keys() == {"HEAD", "refs/heads/main"}
+
+
+def test_a_client_that_vanishes_mid_pack_leaves_the_repo_as_it_was(server, workdir, job_name):
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
+    assert server.push(repo).returncode == 0
+    bare = server.data_dir / "repos" / f"{job_name}.git"
+    before = repo_state(bare)
+    old = repo.git("rev-parse", "HEAD").strip()
+    new = repo.commit({"blob.bin": os.urandom(2 * 1024 * 1024).hex()})
+    pack = subprocess.run(
+        ["git", "-C", str(repo.path), "pack-objects", "--stdout", "--revs"],
+        input=f"{new}\n^{old}\n".encode(), capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    request = pkt(f"{old} {new} refs/heads/side\0report-status\n") + b"0000"
+
+    client = subprocess.Popen(
+        [*server.ssh_command(), "-p", str(server.ssh_port), "git@127.0.0.1",
+         f"git-receive-pack '{job_name}'"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert client.stdin is not None
+    client.stdin.write(request + pack[: len(pack) // 2])
+    client.stdin.flush()
+    incoming = bare / "objects"
+    wait_for(lambda: any(incoming.glob("incoming-*/tmp_pack_*")), "the pack to be arriving")
+    client.kill()
+    client.wait()
+
+    wait_for(lambda: repo_state(bare) == before, "the half-received pack to be thrown away")
+    assert server.remote_refs(job_name).keys() == {"HEAD", "refs/heads/main"}
+    assert server.push(repo, "HEAD:refs/heads/side").returncode == 0, "the next push works"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,59 @@
+"""The store's migrations and the rules it keeps about identities."""
+
+import sqlite3
+
+import pytest
+
+from controller.accounts import Accounts, NotAuthenticated
+from controller.store import Store
+from controller.store.schema import MIGRATIONS
+from controller.tokens import TokenMinter
+
+FAMILIES_MIGRATION = 3  # migrations before this one know nothing of job families
+
+
+def test_jobs_deployed_before_families_existed_belong_to_their_first_deployer(tmp_path):
+    path = tmp_path / "racetrack.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number, script in enumerate(MIGRATIONS[: FAMILIES_MIGRATION - 1], start=1):
+        db.executescript(f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;")
+    for job, number, by in (("old", 1, "alice"), ("old", 2, "bob"), ("other", 1, "carol")):
+        db.execute(
+            "INSERT INTO releases (job, number, commit_sha, status, deployed_by, created_at)"
+            " VALUES (?, ?, ?, 'serving', ?, ?)",
+            (job, number, "a" * 40, by, f"2026-01-0{number}T00:00:00+00:00"),
+        )
+    db.commit()
+    db.close()
+
+    store = Store(path)
+    try:
+        old, other = store.family("old"), store.family("other")
+        assert old is not None and (old.owner, old.created_at) == (
+            "alice",
+            "2026-01-01T00:00:00+00:00",
+        )
+        assert other is not None and other.owner == "carol"
+        assert store.family("never-deployed") is None
+    finally:
+        store.close()
+
+
+def test_a_removed_users_id_and_token_are_never_given_to_a_new_user(tmp_path):
+    store = Store(tmp_path / "racetrack.db")
+    accounts = Accounts(store, TokenMinter(b"k" * 32))
+    try:
+        accounts.create_user("admin", is_admin=True)
+        gone = accounts.create_user("gone", is_admin=False)  # the highest id
+        old_token = accounts.token_for(gone)
+        assert accounts.authenticate(old_token).name == "gone"
+        store.remove_user(gone, heir="admin")
+
+        again = accounts.create_user("gone", is_admin=False)
+        assert again.id > gone.id
+        assert accounts.token_for(again) != old_token
+        with pytest.raises(NotAuthenticated):
+            accounts.authenticate(old_token)
+    finally:
+        store.close()
