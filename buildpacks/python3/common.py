@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+import swagger_ui_bundle
 
 from buildpacks.build import Progress
 from buildpacks.manifest import Python3Extra
 from buildpacks.source import require_file
 
 WRAPPER_PACKAGE = Path(__file__).parent / "racetrack_job_wrapper"
+# Swagger UI for the job's /docs page, bundled into every artifact: nothing is fetched at run time
+SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
+SWAGGER_UI_SOURCE = Path(str(swagger_ui_bundle.swagger_ui_path))
+
+
+def copy_wrapper(dest_dir: Path) -> Path:
+    """Copy racetrack_job_wrapper, with the Swagger UI assets it serves, into `dest_dir`."""
+    package = dest_dir / WRAPPER_PACKAGE.name
+    shutil.copytree(WRAPPER_PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    assets = package / "swagger_ui"
+    assets.mkdir()
+    for name in SWAGGER_UI_FILES:
+        shutil.copyfile(SWAGGER_UI_SOURCE / name, assets / name)
+    return package
 
 
 def check_source(source: Path, extra: Python3Extra, progress: Progress) -> Path | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from buildpacks.build import BuildFailed, BuildRequest, DirectoryArtifact, Progress, run_logged
 from buildpacks.manifest import Python3Extra
-from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, wrapper_env
+from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, copy_wrapper, wrapper_env
 
 COMPLETE_MARKER = ".racetrack-complete"
 
@@ -57,11 +57,7 @@ class DirectoryBuilder:
         shutil.copytree(
             request.source_dir, dest / "src", symlinks=True, ignore=shutil.ignore_patterns(".git")
         )
-        shutil.copytree(
-            WRAPPER_PACKAGE,
-            dest / "wrapper" / WRAPPER_PACKAGE.name,
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
+        copy_wrapper(dest / "wrapper")
         (dest / "venv").symlink_to(os.path.relpath(venv, dest))
         self._precompile(dest, progress)
 

@@ -20,7 +20,7 @@ from buildpacks.docker_build import (
     image_labels,
     label_instruction,
 )
-from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, wrapper_env
+from buildpacks.python3.common import check_source, copy_wrapper, wrapper_env
 from buildpacks.source import copy_job_source, read_env_file
 
 DEFAULT_PYTHON_VERSION = "3.11"
@@ -124,11 +124,7 @@ def build_image(request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
     with tempfile.TemporaryDirectory(prefix="racetrack-context-") as tmp:
         context = Path(tmp)
         copy_job_source(request.source_dir, context / "job", manifest)
-        shutil.copytree(
-            WRAPPER_PACKAGE,
-            context / "racetrack" / "wrapper" / WRAPPER_PACKAGE.name,
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
+        copy_wrapper(context / "racetrack" / "wrapper")
         if requirements is not None:
             shutil.copyfile(requirements, context / "racetrack" / "requirements.txt")
         if settings.ca_bundle is not None:
