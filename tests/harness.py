@@ -340,3 +340,16 @@ def _search(pattern: str, text: str) -> str:
     if match is None:
         raise RuntimeError(f"{pattern!r} not found in the banner:\n{text}")
     return match.group(1)
+
+
+def docker_engine_problem() -> str | None:
+    """Why the docker runtime cannot be tested here (no engine, or no offline base image)."""
+    try:
+        subprocess.run(["docker", "info"], capture_output=True, check=True, timeout=30)
+        subprocess.run(
+            ["docker", "image", "inspect", "racetrack/python3-base:bookworm"],
+            capture_output=True, check=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "no Docker engine with racetrack/python3-base:bookworm: run scripts/setup-docker"
+    return None

@@ -49,4 +49,9 @@ def wrapper_env(extra: Python3Extra, *, job_dir: str, wrapper_dir: str) -> dict[
         "JOB_DIR": job_dir,
         "ENTRYPOINT_PATH": extra.entrypoint_path,
         "ENTRYPOINT_CLASS": extra.entrypoint_class or "",
+        "MAX_CONCURRENCY": "" if extra.max_concurrency is None else str(extra.max_concurrency),
+        "MAX_CONCURRENCY_QUEUE": (
+            "" if extra.max_concurrency_queue is None else str(extra.max_concurrency_queue)
+        ),
+        "HOME_PAGE": extra.home_page,
     }

@@ -235,7 +235,7 @@ def test_slow_initialisation_deploys_fine(server, token, workdir, job_name):
     files = python_job(job_name)
     files["entry.py"] = (
         "import time\n\nclass JobEntrypoint:\n"
-        "    def __init__(self):\n        time.sleep(3)  # a model that takes a while to load\n"
+        "    def __init__(self):\n        time.sleep(25)  # loads for tens of seconds\n"
         "    def perform(self):\n        return 'loaded'\n"
     )
     repo = JobRepo.create(workdir / "job", job_name, files)

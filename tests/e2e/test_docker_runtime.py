@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_zero_downtime import check_calls, redeploy_under_load
-from tests.harness import JobRepo, Server, python_job, remove_docker_leftovers, wait_for
+from tests.harness import (
+    JobRepo,
+    Server,
+    docker_engine_problem,
+    python_job,
+    remove_docker_leftovers,
+    wait_for,
+)
 
 BASE_IMAGE = "racetrack/python3-base:bookworm"
 GOLANG_IMAGE = "racetrack/golang-base:bookworm"
@@ -26,18 +33,7 @@ def docker(*args: str) -> str:
     return result.stdout
 
 
-def engine_problem() -> str | None:
-    try:
-        subprocess.run(["docker", "info"], capture_output=True, check=True, timeout=30)
-        subprocess.run(
-            ["docker", "image", "inspect", BASE_IMAGE], capture_output=True, check=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return f"no Docker engine with {BASE_IMAGE}: run scripts/setup-docker"
-    return None
-
-
-problem = engine_problem()
+problem = docker_engine_problem()
 if problem is not None:
     if os.environ.get("CI") == "true":
         raise RuntimeError(f"docker tests must run in CI: {problem}")

@@ -1,20 +1,16 @@
 """The python3 job wrapper as a real process on a real port, spoken to over raw HTTP."""
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO_ROOT, wait_for
-
-DEADLINE = 20.0
+from tests.harness import wait_for
+from tests.unit.wrapper_process import DEADLINE, start_wrapper
 
 ENTRYPOINT = """
 import pathlib, time
@@ -32,43 +28,11 @@ class JobEntrypoint:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def job(tmp_path: Path):
-    (tmp_path / "entry.py").write_text(ENTRYPOINT)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT / "buildpacks" / "python3"),
-        "JOB_DIR": str(tmp_path),
-        "ENTRYPOINT_PATH": "entry.py",
-        "PORT": str(port),
-        "LISTEN_HOST": "127.0.0.1",
-        "RACETRACK_SHUTDOWN_GRACE": "10",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "racetrack_job_wrapper"], cwd=tmp_path, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(url + "/ready", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, "the wrapper to be ready")
-    yield process, port, tmp_path
-    if process.poll() is None:
-        process.kill()
-    process.wait()
+    wrapper = start_wrapper(tmp_path, {"entry.py": ENTRYPOINT})
+    yield wrapper.process, wrapper.port, tmp_path
+    wrapper.stop()
 
 
 def post(port: int, payload: dict) -> dict:

@@ -1,98 +1,31 @@
-"""The job's HTTP server: /api/v1/perform, /live, /ready, /health.
+"""The job's HTTP server: reads requests, asks the router for answers, writes them, logs them.
 
-It listens at once and loads the entrypoint in the background: `/live` answers 200 while
-loading and 500 with the error if loading failed; `/ready` turns 200 when the class is loaded.
-On SIGTERM it stops accepting, lets in-flight requests finish (bounded by a grace, which the
+It listens at once and loads the entrypoint in the background (see `state.JobState`). On
+SIGTERM it stops accepting, lets in-flight requests finish (bounded by a grace, which the
 runtime sets shorter than its own SIGKILL deadline), then exits.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 import os
+import shutil
 import signal
-import sys
 import threading
 import time
-import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-from .entrypoint import InitError, load_entrypoint
-from .serialization import to_json
+from .log.logs import configure_logs
+from .request_context import TRACING_HEADER, handling
+from .responses import Response, error
+from .routing import PLATFORM_PATHS, Request, Router
+from .state import JobState
 
 log = logging.getLogger("racetrack.job")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
-
-
-class JobState:
-    """What the HTTP handlers need to know about the job, shared across threads."""
-
-    def __init__(self) -> None:
-        self.entrypoint: Any = None
-        self.error: str | None = None
-        self.ready = threading.Event()
-        self.job_name = os.environ.get("JOB_NAME", "")
-        self.job_version = os.environ.get("JOB_VERSION", "")
-        self.git_version = os.environ.get("GIT_VERSION", "")
-        self.stopping = False
-        self._in_flight = 0
-        self._idle = threading.Condition()
-
-    @property
-    def status(self) -> str:
-        if self.error is not None:
-            return "failed"
-        return "ready" if self.ready.is_set() else "starting"
-
-    def load(self) -> None:
-        try:
-            self.entrypoint = load_entrypoint(
-                Path(os.environ.get("JOB_DIR", ".")),
-                os.environ["ENTRYPOINT_PATH"],
-                os.environ.get("ENTRYPOINT_CLASS") or None,
-            )
-        except InitError as exc:
-            self.error = str(exc)
-            log.error("initialization failed: %s", exc)
-        except BaseException as exc:
-            self.error = _describe_exception(exc)
-            log.error("initialization failed:\n%s", traceback.format_exc())
-        else:
-            self.ready.set()
-            log.info("entrypoint loaded: %s", type(self.entrypoint).__name__)
-
-    def request_started(self) -> None:
-        with self._idle:
-            self._in_flight += 1
-
-    def request_finished(self) -> None:
-        with self._idle:
-            self._in_flight -= 1
-            self._idle.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
-
-
-def _describe_exception(exc: BaseException) -> str:
-    """`ModuleNotFoundError: No module named 'x' (adder.py, line 3)`: one line for the pusher."""
-    job_dir = os.environ.get("JOB_DIR", ".")
-    if isinstance(exc, SyntaxError):  # its location is the file that failed to parse
-        filename = os.path.relpath(exc.filename, job_dir) if exc.filename else "?"
-        return f"{type(exc).__name__}: {exc.msg} ({filename}, line {exc.lineno})"
-    frames = traceback.extract_tb(exc.__traceback__)
-    job_frames = [f for f in frames if f.filename.startswith(job_dir)]
-    where = ""
-    if job_frames:
-        frame = job_frames[-1]
-        where = f" ({os.path.relpath(frame.filename, job_dir)}, line {frame.lineno})"
-    return f"{type(exc).__name__}: {exc}{where}"
+FILE_CHUNK = 256 * 1024
 
 
 class BadRequest(Exception):
@@ -108,119 +41,85 @@ class JobRequestHandler(BaseHTTPRequestHandler):
     # wait for the peer's delayed ACK (~40 ms a call on a kept-alive connection)
     disable_nagle_algorithm = True
     state: JobState  # set on the subclass made by `make_server`
-
-    # routing
+    router: Router
 
     def do_GET(self) -> None:
-        self._handle(self._get)
+        self._handle()
 
-    def do_POST(self) -> None:
-        self._handle(self._post)
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
-    def _get(self, path: str, _body: bytes) -> tuple[int, Any]:
-        state = self.state
-        if path == "/live":
-            if state.error is not None:
-                return 500, {"live": False, "status": "failed", "error": state.error}
-            return 200, {"live": True, "status": state.status}
-        if path == "/ready":
-            return (
-                (200, {"ready": True})
-                if state.ready.is_set()
-                else (
-                    503,
-                    {"ready": False, "status": state.status},
-                )
-            )
-        if path == "/health":
-            body = {
-                "service": "job",
-                "job_name": state.job_name,
-                "job_version": state.job_version,
-                "git_version": state.git_version,
-                "status": "pass" if state.ready.is_set() else state.status,
-            }
-            if state.error is not None:
-                body["error"] = state.error
-            return (200 if state.ready.is_set() else 503), body
-        if path == "/api/v1/perform":
-            return 405, {"error": "use POST for /api/v1/perform", "type": "MethodNotAllowed"}
-        return 404, {"error": f"no endpoint {path}", "type": "NotFound"}
-
-    def _post(self, path: str, body: bytes) -> tuple[int, Any]:
-        if path != "/api/v1/perform":
-            return 404, {"error": f"no endpoint {path}", "type": "NotFound"}
-        state = self.state
-        if not state.ready.is_set():
-            return 503, {"error": f"the job is not ready ({state.status})", "type": "NotReady"}
-        try:
-            kwargs = json.loads(body or b"{}")
-        except ValueError as exc:
-            return 400, {"error": f"request body is not valid JSON: {exc}", "type": "BadRequest"}
-        if not isinstance(kwargs, dict):
-            kind = type(kwargs).__name__
-            return 400, {
-                "error": f"request body must be a JSON object of arguments, not {kind}",
-                "type": "BadRequest",
-            }
-        return self._perform(kwargs)
-
-    def _perform(self, kwargs: dict[str, Any]) -> tuple[int, Any]:
-        perform = self.state.entrypoint.perform
-        try:
-            inspect.signature(perform).bind(**kwargs)
-        except TypeError as exc:
-            return 400, {"error": f"wrong arguments for perform: {exc}", "type": "TypeError"}
-        try:
-            return 200, perform(**kwargs)
-        except ValueError as exc:
-            return 400, {"error": str(exc), "type": type(exc).__name__}
-        except Exception as exc:
-            log.error("perform failed:\n%s", traceback.format_exc())
-            return 500, {"error": str(exc) or type(exc).__name__, "type": type(exc).__name__}
-
-    # plumbing
-
-    def _handle(self, handler: Any) -> None:
+    def _handle(self) -> None:
         """Read the whole request, answer it, and count it as in flight until the last byte is
         written, so that a stopping instance lets it finish. Every declared body is read, on
         every method: bytes left unread would be parsed as the next request on the connection.
         """
         self.state.request_started()
         try:
-            self._respond(handler)
+            self._respond()
         finally:
             self.state.request_finished()
 
-    def _respond(self, handler: Any) -> None:
+    def _respond(self) -> None:
         started = time.perf_counter()
-        path = self.path.split("?", 1)[0]
-        try:
-            status, payload = handler(path, self._read_body())
-        except BadRequest as exc:
-            status, payload = exc.status, {"error": str(exc), "type": "BadRequest"}
-            self.close_connection = True
-        try:
-            body = to_json(payload)
-        except (TypeError, ValueError) as exc:
-            status = 500
-            body = to_json(
-                {"error": f"result is not JSON serializable: {exc}", "type": "TypeError"}
-            )
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        path, _, query = self.path.partition("?")
+        with handling(self.command, path, self.headers) as context:
+            try:
+                request = Request(
+                    self.command, path, query, self.headers, self._read_body(),
+                    self.client_address[:2], self.server.server_address[:2], context,
+                )  # fmt: skip
+            except BadRequest as exc:
+                self.close_connection = True
+                self._write(error(exc.status, str(exc), "BadRequest"), context.tracing_id)
+                return
+            endpoint = self.router.metric_endpoint(request)
+            if endpoint is not None:
+                self.state.metrics.started()
+            response = self.router.route(request)
+            try:
+                self._write(response, context.tracing_id)
+            finally:
+                seconds = time.perf_counter() - started
+                if endpoint is not None:
+                    self.state.metrics.finished(endpoint, response.status, seconds)
+                self._log(path, response.status, seconds)
+
+    def _write(self, response: Response, tracing_id: str) -> None:
+        size = response.file.stat().st_size if response.file else len(response.body)
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(size))
+        self.send_header(TRACING_HEADER, tracing_id)
+        for name, value in response.headers:
+            self.send_header(name, value)
         if self.state.stopping:
             self.send_header("Connection", "close")  # no further requests on this connection
         self.end_headers()
-        self.wfile.write(body)
-        log.info(
-            "%s %s %d %.1fms tracing_id=%s",
+        if self.command == "HEAD":
+            return
+        if response.file is None:
+            self.wfile.write(response.body)
+            return
+        with response.file.open("rb") as source:
+            shutil.copyfileobj(source, self.wfile, FILE_CHUNK)
+
+    def _log(self, path: str, status: int, seconds: float) -> None:
+        quiet = path in PLATFORM_PATHS or path.startswith("/docs/assets/")
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "%s %s %d %.1fms",
             self.command,
             path,
             status,
-            (time.perf_counter() - started) * 1000,
-            self.headers.get("X-Request-Tracing-Id", "-"),
+            seconds * 1000,
+            extra={
+                "fields": {
+                    "method": self.command,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 1),
+                }
+            },
         )
 
     def _read_body(self) -> bytes:
@@ -255,22 +154,19 @@ class JobRequestHandler(BaseHTTPRequestHandler):
             self.rfile.readline(1024)
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per request is written by _timed
+        pass  # one line per request is written by _log
 
 
 def make_server(state: JobState, host: str, port: int) -> ThreadingHTTPServer:
-    handler = type("BoundJobRequestHandler", (JobRequestHandler,), {"state": state})
+    attributes = {"state": state, "router": Router(state)}
+    handler = type("BoundJobRequestHandler", (JobRequestHandler,), attributes)
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logs()
     state = JobState()
     host = os.environ.get("LISTEN_HOST", "0.0.0.0")
     port = int(os.environ.get("PORT", "7000"))

@@ -1,0 +1,1 @@
+"""Logging for jobs and the wrapper, under the module names Racetrack jobs import."""

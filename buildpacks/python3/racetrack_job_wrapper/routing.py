@@ -1,0 +1,295 @@
+"""Which answer a request gets: the wrapper's own endpoints, then the job's.
+
+The wrapper's: `/live`, `/ready`, `/health`, `/metrics`, `/openapi.json`, `/docs` (Swagger UI),
+and `/` (a redirect to the home page). The job's: `POST /api/v1/perform` and the auxiliary
+endpoints, `GET` static files and directories, and the webview under `/api/v1/webview/`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import mimetypes
+import os
+import re
+import traceback
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from .concurrency import TooBusy
+from .docs_page import swagger_ui_page
+from .job_api import WEBVIEW_PATH, JobApi, static_dir_file
+from .openapi import openapi_document
+from .request_context import RequestContext, current_request
+from .responses import Response, error, json_response, redirect
+from .state import JobState
+from .webview import WebRequest, WebResponse
+
+log = logging.getLogger("racetrack.job")
+
+SWAGGER_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
+ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~%+-]+)*$")
+PLATFORM_PATHS = ("/live", "/ready", "/health", "/metrics")
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: Message
+    body: bytes
+    client: tuple[str, int] | None
+    server: tuple[str, int]
+    context: RequestContext
+
+    @property
+    def prefix(self) -> str:
+        """The router's path prefix (`/pub/job/NAME/VERSION`), for links in pages and docs."""
+        prefix = (self.headers.get("X-Forwarded-Prefix") or "").rstrip("/")
+        return prefix if PREFIX_RE.fullmatch(prefix) else ""
+
+
+def swagger_assets_dir() -> Path:
+    configured = os.environ.get("RACETRACK_SWAGGER_UI_DIR")
+    return Path(configured) if configured else Path(__file__).parent / "swagger_ui"
+
+
+class Router:
+    def __init__(self, state: JobState) -> None:
+        self.state = state
+        self._openapi: dict[str, Any] | None = None
+
+    def metric_endpoint(self, request: Request) -> str | None:
+        """The label a call of the job's own endpoints is counted under (None: not counted)."""
+        api = self.state.api
+        if api is None:
+            return None
+        path = request.path
+        if path in api.endpoints or path in api.static_files:
+            return path
+        if path == WEBVIEW_PATH or path.startswith(WEBVIEW_PATH + "/"):
+            return WEBVIEW_PATH
+        for prefix in api.static_dirs:
+            if path.startswith(prefix + "/"):
+                return prefix
+        return None
+
+    def route(self, request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        path = request.path
+        if method == "GET" and path in PLATFORM_PATHS:
+            return self._platform(path)
+        if method == "GET" and path in ("/", "/docs", "/openapi.json"):
+            return self._docs(path, request)
+        if method == "GET" and path.startswith("/docs/assets/"):
+            return self._asset(path.removeprefix("/docs/assets/"))
+        api = self.state.api
+        if api is None:
+            return error(503, f"the job is not ready ({self.state.status})", "NotReady")
+        return self._job(api, method, request)
+
+    # the wrapper's endpoints
+
+    def _platform(self, path: str) -> Response:
+        state = self.state
+        if path == "/live":
+            if state.error is not None:
+                return json_response(500, {"live": False, "status": "failed", "error": state.error})
+            return json_response(200, {"live": True, "status": state.status})
+        if path == "/ready":
+            if state.ready.is_set():
+                return json_response(200, {"ready": True})
+            return json_response(503, {"ready": False, "status": state.status})
+        if path == "/health":
+            body = {
+                "service": "job",
+                "job_name": state.job_name,
+                "job_version": state.job_version,
+                "git_version": state.git_version,
+                "status": "pass" if state.ready.is_set() else state.status,
+            }
+            if state.error is not None:
+                body["error"] = state.error
+            return json_response(200 if state.ready.is_set() else 503, body)
+        api = state.api
+        text = state.metrics.render(api.metrics if api else None)
+        return Response(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _docs(self, path: str, request: Request) -> Response:
+        prefix = request.prefix
+        if path == "/":
+            return redirect(prefix + self.state.home_page)
+        if path == "/docs":
+            page = swagger_ui_page(
+                title=f"{self.state.job_name} {self.state.job_version}".strip() or "job",
+                openapi_url=f"{prefix}/openapi.json",
+                assets_url=f"{prefix}/docs/assets",
+            )
+            return Response(200, page.encode(), "text/html; charset=utf-8")
+        if self.state.api is None:
+            return error(503, f"the job is not ready ({self.state.status})", "NotReady")
+        document = {**self._document(self.state.api), "servers": [{"url": prefix or "/"}]}
+        return json_response(200, document)
+
+    def _document(self, api: JobApi) -> dict[str, Any]:
+        if self._openapi is None:
+            self._openapi = openapi_document(
+                title=self.state.job_name or type(api.entrypoint).__name__,
+                version=self.state.job_version or "0.0.0",
+                description=inspect.getdoc(type(api.entrypoint)) or "",
+                endpoints=api.endpoints,
+                examples=api.examples,
+                static_files=list(api.static_files),
+                static_dirs=list(api.static_dirs),
+                webview=api.webview is not None,
+            )
+        return self._openapi
+
+    def _asset(self, name: str) -> Response:
+        path = swagger_assets_dir() / name
+        if name not in SWAGGER_ASSETS or not path.is_file():
+            return error(404, f"no asset {name}", "NotFound")
+        content_type = ASSET_TYPES.get(path.suffix, "application/octet-stream")
+        return Response(200, content_type=content_type, file=path,
+                        headers=[("Cache-Control", "public, max-age=86400")])  # fmt: skip
+
+    # the job's endpoints
+
+    def _job(self, api: JobApi, method: str, request: Request) -> Response:
+        path = request.path
+        if path in api.endpoints:
+            if method != "POST":
+                return error(405, f"use POST for {path}", "MethodNotAllowed", [("Allow", "POST")])
+            return self._call(api, path, request.body)
+        if path == WEBVIEW_PATH or path.startswith(WEBVIEW_PATH + "/"):
+            if api.webview is None:
+                return error(404, "this job has no webview_app", "NotFound")
+            answer = api.webview(_web_request(request, path.removeprefix(WEBVIEW_PATH) or "/"))
+            return _from_web_response(answer)
+        static = self._static(api, path)
+        if static is not None:
+            if method != "GET":
+                return error(405, f"use GET for {path}", "MethodNotAllowed", [("Allow", "GET")])
+            return static
+        return error(404, f"no endpoint {path}", "NotFound")
+
+    def _static(self, api: JobApi, path: str) -> Response | None:
+        if path in api.static_files:
+            static = api.static_files[path]
+            return Response(200, content_type=static.mimetype, file=static.path)
+        for prefix, root in api.static_dirs.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                found = static_dir_file(root, unquote(path.removeprefix(prefix)))
+                if found is None:
+                    return error(404, f"no file {path}", "NotFound")
+                return Response(200, content_type=_guess_type(found), file=found)
+        return None
+
+    def _call(self, api: JobApi, path: str, body: bytes) -> Response:
+        try:
+            kwargs = json.loads(body or b"{}")
+        except ValueError as exc:
+            return error(400, f"request body is not valid JSON: {exc}", "BadRequest")
+        if not isinstance(kwargs, dict):
+            kind = type(kwargs).__name__
+            return error(400, f"request body must be a JSON object of arguments, not {kind}",
+                         "BadRequest")  # fmt: skip
+        function = api.endpoints[path]
+        name = path.rsplit("/", 1)[-1]
+        problem = argument_problem(function, kwargs)
+        if problem is not None:
+            return error(400, f"wrong arguments for {name}: {problem}", "TypeError")
+        try:
+            with self.state.limit.slot():
+                return json_response(200, self._run(function, kwargs))
+        except TooBusy as exc:
+            return error(429, f"too many concurrent calls ({exc})", "TooManyRequests",
+                         [("Retry-After", "1")])  # fmt: skip
+        except ValueError as exc:
+            return error(400, str(exc) or type(exc).__name__, type(exc).__name__)
+        except Exception as exc:
+            log.error("%s failed:\n%s", name, traceback.format_exc())
+            return error(500, str(exc) or type(exc).__name__, type(exc).__name__)
+
+    def _run(self, function: Any, kwargs: dict[str, Any]) -> Any:
+        result = function(**kwargs)
+        if inspect.isawaitable(result):  # `async def perform`: run on the wrapper's event loop
+            result = self.state.runner.run(_in_request_context(result, current_request.get()))
+        return result
+
+
+def argument_problem(function: Any, kwargs: dict[str, Any]) -> str | None:
+    """What is wrong with calling `function(**kwargs)`: every unexpected and missing argument
+    at once, with the names it takes; None when the call fits (or cannot be checked)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return None  # no signature to check (a builtin): the call itself will tell
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    named = [p for p in parameters if p.kind in keyword_kinds]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    known = {p.name for p in named}
+    unexpected = [] if takes_any else [key for key in kwargs if key not in known]
+    missing = [
+        p.name
+        for p in parameters
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and (p.name not in kwargs or p.kind is inspect.Parameter.POSITIONAL_ONLY)
+    ]
+    problems = []
+    if unexpected:
+        takes = ", ".join(p.name for p in named) or "no arguments"
+        problems.append(f"unexpected {_names(unexpected)} (it takes: {takes})")
+    if missing:
+        problems.append(f"missing required {_names(missing)}")
+    return "; ".join(problems) or None
+
+
+def _names(names: list[str]) -> str:
+    quoted = ", ".join(repr(n) for n in names)
+    return f"argument {quoted}" if len(names) == 1 else f"arguments {quoted}"
+
+
+async def _in_request_context(awaitable: Any, context: RequestContext | None) -> Any:
+    token = current_request.set(context)
+    try:
+        return await awaitable
+    finally:
+        current_request.reset(token)
+
+
+def _web_request(request: Request, rest: str) -> WebRequest:
+    return WebRequest(
+        method=request.method,
+        path=rest,
+        query=request.query,
+        headers=list(request.headers.items()),
+        body=request.body,
+        client=request.client,
+        server=request.server,
+        scheme=request.headers.get("X-Forwarded-Proto") or "http",
+    )
+
+
+def _from_web_response(answer: WebResponse) -> Response:
+    """The webview app's answer; the server writes Content-Type and Content-Length itself."""
+    content_type = "application/octet-stream"
+    headers = []
+    for name, value in answer.headers:
+        lowered = name.lower()
+        if lowered == "content-type":
+            content_type = value
+        elif lowered != "content-length":
+            headers.append((name, value))
+    return Response(answer.status, answer.body, content_type, headers)
+
+
+def _guess_type(path: Path) -> str:
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
