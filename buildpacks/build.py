@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from buildpacks.docker_build import ImageBuilder
 
 Progress = Callable[[str], None]
+SECRET_MASK = "********"
 
 
 class BuildFailed(Exception):
@@ -32,6 +34,21 @@ class BuildRequest:
     progress: Progress
     # set when the deploy is cancelled: build steps stop their processes and fail
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # the build's secret environment: `secret_build_env_file` values overridden by the job's
+    # build config (`config:set --build`); given to the dependency install step only, never
+    # written into an artifact, never shown (build output is masked)
+    build_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+class SecretMask:
+    """Replaces secret values in build output before anyone sees it."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        values = sorted({v for v in secrets.values() if len(v) >= 3}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def __call__(self, line: str) -> str:
+        return self._pattern.sub(SECRET_MASK, line) if self._pattern else line
 
 
 @dataclass(frozen=True)

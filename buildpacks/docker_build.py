@@ -30,12 +30,11 @@ from typing import Any
 import docker
 import docker.errors
 
-from buildpacks.build import BuildFailed, BuildRequest, Progress
+from buildpacks.build import BuildFailed, BuildRequest, Progress, SecretMask
 
 IMAGE_REPOSITORY = "racetrack-job"
 BUILD_STAGE_LABEL = "racetrack.build-stage"
 TAIL_LINES = 8
-SECRET_MASK = "********"
 SECRETS_REQUEST_TIMEOUT = 5.0
 _DOCKER_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # The classic builder's bookkeeping between steps says nothing a pusher needs.
@@ -80,17 +79,6 @@ def image_labels(request: BuildRequest, platform_id: str) -> dict[str, str]:
 def label_instruction(labels: dict[str, str]) -> str:
     """One LABEL step for a generated Dockerfile (the SDK's `labels` adds one step per label)."""
     return "LABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items())
-
-
-class _SecretMask:
-    """Replaces secret values in build output before anyone sees it."""
-
-    def __init__(self, secrets: Mapping[str, str]) -> None:
-        values = sorted({v for v in secrets.values() if len(v) >= 3}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
-
-    def __call__(self, line: str) -> str:
-        return self._pattern.sub(SECRET_MASK, line) if self._pattern else line
 
 
 @contextlib.contextmanager
@@ -185,7 +173,7 @@ class ImageBuilder:
         """Build `context`; return (tag, image id). BuildFailed names the failing step.
         `labelled`: the (generated) Dockerfile already ends with `label_instruction`."""
         tag = image_tag(request)
-        mask = _SecretMask(secrets or {})
+        mask = SecretMask(secrets or {})
         args = dict(buildargs or {})
         started = datetime.now(UTC)
         with contextlib.ExitStack() as stack:
@@ -269,7 +257,7 @@ class ImageBuilder:
         self,
         chunks: Iterator[dict[str, Any]],
         progress: Progress,
-        mask: _SecretMask,
+        mask: SecretMask,
         step: _StepContainer,
     ) -> str:
         tail: list[str] = []

@@ -110,6 +110,13 @@ class Python3Extra(_Strict):
     def _paths(cls, value: str | None) -> str | None:
         return None if value is None else _relative_path(value)
 
+    @field_validator("home_page")
+    @classmethod
+    def _home_page(cls, value: str) -> str:
+        if not value.startswith("/") or not value.isprintable() or " " in value:
+            raise ValueError("is not a path of the job starting with '/', like /docs")
+        return value
+
     @field_validator("entrypoint_class")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
@@ -162,6 +169,10 @@ RENAMED_FIELDS = {
     "wrapper_properties": "jobtype_extra",
     "docker": "jobtype_extra",
 }
+
+# Racetrack's older `python:` section is still read as python3's `jobtype_extra` (with a warning).
+PYTHON_ALIAS = "python"
+PYTHON_ALIAS_WARNING = "the python section is deprecated; rename it to jobtype_extra"
 
 # Every job type's `jobtype_extra`, validated with the rest of the manifest.
 EXTRA_MODELS: dict[str, type[BaseModel]] = {
@@ -252,10 +263,21 @@ class Manifest(_Strict):
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_env_names(value)
 
-    @field_validator("extends", "secret_build_env_file", "secret_runtime_env_file")
+    @field_validator("secret_build_env_file", "secret_runtime_env_file")
     @classmethod
     def _paths(cls, value: str | None) -> str | None:
         return None if value is None else _relative_path(value)
+
+    @field_validator("extends")
+    @classmethod
+    def _extends(cls, value: str | None) -> str | None:
+        """Relative to the manifest's directory; `../base.yaml` is fine in a monorepo (the
+        loader checks that it stays inside the repository)."""
+        if value is not None and (
+            any(ord(c) < 32 for c in value) or value.startswith("/") or not value.strip()
+        ):
+            raise ValueError("is not a relative path inside the repository")
+        return value
 
     @field_validator("public_endpoints")
     @classmethod
@@ -300,9 +322,13 @@ def _field_part(part: Any) -> str:
     return text if text.replace("_", "").replace("-", "").isalnum() else repr(part)
 
 
-def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
-    """One readable line per pydantic error: `field.path: 'value' reason`."""
-    loc = ".".join(_field_part(part) for part in (*prefix, *error["loc"])) or "job.yaml"
+def _describe(error: Any, prefix: tuple[Any, ...] = (), extra_field: str = "jobtype_extra") -> str:
+    """One readable line per pydantic error: `field.path: 'value' reason`. `extra_field` is
+    `jobtype_extra` as the manifest spells it (`python` in older Racetrack manifests)."""
+    parts = [*prefix, *error["loc"]]
+    if parts and parts[0] == "jobtype_extra":
+        parts[0] = extra_field
+    loc = ".".join(_field_part(part) for part in parts) or "job.yaml"
     kind = error["type"]
     if kind == "missing":
         return f"{loc}: required field is missing"
@@ -319,25 +345,54 @@ def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
     return f"{loc}: {error['input']!r} {message}"
 
 
+def _jobtype_base(data: dict[str, Any]) -> str | None:
+    jobtype = data.get("jobtype")
+    return str(jobtype).split(":", 1)[0] if jobtype else None
+
+
+def _read_python_alias(data: dict[str, Any]) -> tuple[dict[str, Any], str, list[str]]:
+    """A python3 manifest's `python:` section is its `jobtype_extra`: (the data with it renamed,
+    the field as written, errors). Other job types keep refusing it as a renamed field."""
+    if PYTHON_ALIAS not in data or _jobtype_base(data) != "python3":
+        return data, "jobtype_extra", []
+    rest = {key: value for key, value in data.items() if key != PYTHON_ALIAS}
+    if "jobtype_extra" in data:
+        error = (
+            f"{PYTHON_ALIAS}: jobtype_extra is set too, and {PYTHON_ALIAS} is its older name;"
+            " keep only jobtype_extra"
+        )
+        return rest, "jobtype_extra", [error]
+    return {**rest, "jobtype_extra": data[PYTHON_ALIAS]}, PYTHON_ALIAS, []
+
+
 def parse_manifest(data: Any, *, expected_name: str | None = None) -> Manifest:
     """Validate a decoded `job.yaml`, reporting every problem at once."""
+    return parse_manifest_with_warnings(data, expected_name=expected_name)[0]
+
+
+def parse_manifest_with_warnings(
+    data: Any, *, expected_name: str | None = None
+) -> tuple[Manifest, tuple[str, ...]]:
+    """Validate a decoded `job.yaml`, reporting every problem at once; also return what the
+    manifest should change although it is accepted (one line each)."""
     if not isinstance(data, dict):
         raise ManifestError([f"job.yaml must be a mapping of fields, not {type(data).__name__}"])
-    errors: list[str] = []
+    data, extra_field, errors = _read_python_alias(data)
+    warnings = (PYTHON_ALIAS_WARNING,) if extra_field == PYTHON_ALIAS else ()
     manifest: Manifest | None = None
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        errors.extend(_describe(error) for error in exc.errors())
+        errors.extend(_describe(error, extra_field=extra_field) for error in exc.errors())
 
-    jobtype = data.get("jobtype")
-    extra_model = EXTRA_MODELS.get(str(jobtype).split(":", 1)[0]) if jobtype else None
+    jobtype_base = _jobtype_base(data)
+    extra_model = EXTRA_MODELS.get(jobtype_base) if jobtype_base else None
     extra = data.get("jobtype_extra", {})
     if extra_model is not None and isinstance(extra, dict):
         try:
             extra_model.model_validate(extra)
         except ValidationError as exc:
-            errors.extend(_describe(error, ("jobtype_extra",)) for error in exc.errors())
+            errors.extend(_describe(error, (extra_field,)) for error in exc.errors())
 
     name = data.get("name")
     if expected_name is not None and isinstance(name, str) and name != expected_name:
@@ -348,7 +403,7 @@ def parse_manifest(data: Any, *, expected_name: str | None = None) -> Manifest:
     if errors:
         raise ManifestError(errors)
     assert manifest is not None
-    return manifest
+    return manifest, warnings
 
 
 def decode_manifest(text: bytes | str, *, source: str = "job.yaml") -> Any:

@@ -1,24 +1,28 @@
 """Finding and reading a job's manifest in a checked-out commit.
 
-The manifest is the root `job.yaml`, or in a monorepo the one `job.yaml` whose `name` is the
-job's; the directory holding it is the job's directory, which the build uses as its context.
+The manifest is the root `job.yaml`, or in a monorepo the one `job.yaml` whose `name` (after
+`extends` is merged) is the job's; the directory holding it is the job's directory, which the
+build uses as its context. The secret env files it names are read here, if the commit holds
+them: their values go to the platform, never into an artifact.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from buildpacks.build import BuildFailed
 from buildpacks.manifest import (
     ENV_NAME_RE,
+    PYTHON_ALIAS,
     Manifest,
     ManifestError,
     decode_manifest,
     merge_manifests,
-    parse_manifest,
+    parse_manifest_with_warnings,
 )
 
 MANIFEST_NAME = "job.yaml"
@@ -27,11 +31,19 @@ MAX_EXTENDS_DEPTH = 5
 
 @dataclass(frozen=True)
 class JobSource:
-    """A job's manifest and the directory it describes, inside a checkout."""
+    """A job's manifest and the directory it describes, inside a checkout.
+
+    `warnings`: what the manifest should change although it is accepted, one line each, naming
+    the file. `secret_build_env` / `secret_runtime_env`: the values of the manifest's secret env
+    files, or None when the commit does not hold the file (or the manifest names none).
+    """
 
     manifest: Manifest
     job_dir: Path
     manifest_path: Path
+    warnings: tuple[str, ...] = ()
+    secret_build_env: dict[str, str] | None = field(default=None, repr=False)
+    secret_runtime_env: dict[str, str] | None = field(default=None, repr=False)
 
 
 def _shown(root: Path, path: Path) -> str:
@@ -65,14 +77,29 @@ def _read_data(root: Path, path: Path, depth: int = 0) -> dict[str, Any]:
         raise ManifestError([f"extends: {base_ref!r} does not exist in this commit"])
     base = _read_data(root, base_path, depth + 1)
     base.pop("extends", None)
-    return merge_manifests(base, data)
+    return merge_manifests(_spelled_like(base, data), data)
 
 
-def _manifest_name(path: Path) -> str | None:
+def _spelled_like(base: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """`extends` across Racetrack's older `python:` and `jobtype_extra`: the base's section
+    takes the job's spelling, so that the two merge key by key."""
+    for old, new in ((PYTHON_ALIAS, "jobtype_extra"), ("jobtype_extra", PYTHON_ALIAS)):
+        if old in job and new in base and old not in base and new not in job:
+            renamed = {key: value for key, value in base.items() if key != new}
+            return {**renamed, old: base[new]}
+    return base
+
+
+def _manifest_name(root: Path, path: Path) -> str | None:
+    """The job a `job.yaml` names, with `extends` merged (a job may take its name from its
+    base); a file that cannot be merged is named by its own `name`, if it has one."""
     try:
-        data = decode_manifest(path.read_bytes())
+        data = _read_data(root, path)
     except (ManifestError, OSError):
-        return None
+        try:
+            data = decode_manifest(path.read_bytes())
+        except (ManifestError, OSError):
+            return None
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) else None
 
@@ -119,31 +146,66 @@ def copy_job_source(source: Path, dest: Path, manifest: Manifest) -> None:
     shutil.copytree(source, dest, symlinks=True, ignore=ignore)
 
 
+def read_secret_env_file(job_dir: Path, relative: str, field_name: str) -> dict[str, str] | None:
+    """The values of a secret env file, or None if the commit does not hold it (in Racetrack
+    it stays on the user's machine). BuildFailed names the field if it cannot be read."""
+    if not os.path.lexists(job_dir / relative):
+        return None
+    return read_env_file(job_dir, relative, field_name)
+
+
 def find_manifest(root: Path, job: str) -> Path:
-    """The root `job.yaml`, else the single `job.yaml` below the root whose name is `job`."""
+    """The root `job.yaml` if it names `job`, else the single `job.yaml` below the root that
+    names it (after `extends`), else the root `job.yaml` (whose name is then refused)."""
     top = root / MANIFEST_NAME
-    if top.is_file():
+    if top.is_file() and _manifest_name(root, top) == job:
         return top
     candidates = sorted(p for p in root.rglob(MANIFEST_NAME) if p.is_file() and is_inside(root, p))
-    matching = [p for p in candidates if _manifest_name(p) == job]
+    matching = [p for p in candidates if p != top and _manifest_name(root, p) == job]
     if len(matching) == 1:
         return matching[0]
+    if len(matching) > 1:
+        listed = ", ".join(_shown(root, p) for p in matching)
+        raise ManifestError([f"several {MANIFEST_NAME} files name the job {job!r}: {listed}"])
+    if top.is_file():
+        return top
     found = ", ".join(_shown(root, p) for p in candidates) or "none"
-    if not matching:
-        message = f"no {MANIFEST_NAME} with name {job!r} in this commit (found: {found})"
-        raise ManifestError([message])
-    raise ManifestError([f"several {MANIFEST_NAME} files name the job {job!r}: {found}"])
+    raise ManifestError([f"no {MANIFEST_NAME} with name {job!r} in this commit (found: {found})"])
+
+
+def _job_dir(root: Path, path: Path, manifest: Manifest) -> Path:
+    """The manifest's directory, or `git.directory` (relative to the repository's root)."""
+    if manifest.git is None or manifest.git.directory in (".", ""):
+        return path.parent
+    job_dir = root / manifest.git.directory
+    if not is_inside(root, job_dir) or not job_dir.is_dir():
+        raise ManifestError(
+            [f"git.directory: {manifest.git.directory!r} is not a directory in this commit"]
+        )
+    return job_dir
 
 
 def load_job_source(root: Path, job: str) -> JobSource:
-    """Find, read, merge (`extends`) and validate the job's manifest in a checkout."""
+    """Find, read, merge (`extends`) and validate the job's manifest in a checkout, and read
+    the secret env files it names if the commit holds them. ManifestError for the manifest,
+    BuildFailed for a secret env file that cannot be read."""
     path = find_manifest(root, job)
-    manifest = parse_manifest(_read_data(root, path), expected_name=job)
-    job_dir = path.parent
-    if manifest.git is not None and manifest.git.directory not in (".", ""):
-        job_dir = root / manifest.git.directory
-        if not is_inside(root, job_dir) or not job_dir.is_dir():
-            raise ManifestError(
-                [f"git.directory: {manifest.git.directory!r} is not a directory in this commit"]
-            )
-    return JobSource(manifest=manifest, job_dir=job_dir, manifest_path=path)
+    manifest, warnings = parse_manifest_with_warnings(_read_data(root, path), expected_name=job)
+    job_dir = _job_dir(root, path, manifest)
+    secret_build_env = secret_runtime_env = None
+    if manifest.secret_build_env_file:
+        secret_build_env = read_secret_env_file(
+            job_dir, manifest.secret_build_env_file, "secret_build_env_file"
+        )
+    if manifest.secret_runtime_env_file:
+        secret_runtime_env = read_secret_env_file(
+            job_dir, manifest.secret_runtime_env_file, "secret_runtime_env_file"
+        )
+    return JobSource(
+        manifest=manifest,
+        job_dir=job_dir,
+        manifest_path=path,
+        warnings=tuple(f"{_shown(root, path)}: {warning}" for warning in warnings),
+        secret_build_env=secret_build_env,
+        secret_runtime_env=secret_runtime_env,
+    )

@@ -17,7 +17,7 @@ from typing import Any
 from buildpacks.build import Artifact, BuildFailed, Buildpack, BuildRequest, ImageArtifact
 from buildpacks.docker_build import ImageBuilder
 from buildpacks.manifest import Manifest, ManifestError
-from buildpacks.source import load_job_source
+from buildpacks.source import JobSource, load_job_source
 from controller.errors import DeployFailed
 from controller.store import Release
 from gitreceiver.repos import RepoStore
@@ -43,7 +43,9 @@ class BuildStep:
 
     async def checkout_and_read(
         self, release: Release, checkout: Path, progress: Progress
-    ) -> tuple[Manifest, Path]:
+    ) -> JobSource:
+        """Check the commit out and read the job's manifest (and the secret env files the
+        commit holds); the manifest's warnings go to the output, each once."""
         warnings = await asyncio.to_thread(
             self._repos.export, release.job, release.commit_sha, checkout
         )
@@ -55,7 +57,11 @@ class BuildStep:
             for error in exc.errors:
                 progress(f"  {error}")
             raise DeployFailed(f"job.yaml is invalid: {'; '.join(exc.errors)}") from None
-        return source.manifest, source.job_dir
+        except BuildFailed as exc:  # a secret env file that is not NAME=VALUE lines
+            raise DeployFailed(str(exc)) from None
+        for warning in source.warnings:
+            progress(f"Warning: {warning}")
+        return source
 
     def checkout_dir(self, release: Release) -> Path:
         self._work_dir.mkdir(parents=True, exist_ok=True)
@@ -66,9 +72,16 @@ class BuildStep:
         await asyncio.to_thread(shutil.rmtree, checkout, True)
 
     async def build(
-        self, release: Release, manifest: Manifest, source_dir: Path, progress: Progress
+        self,
+        release: Release,
+        manifest: Manifest,
+        source_dir: Path,
+        progress: Progress,
+        *,
+        build_secrets: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """The artifact record; DeployFailed names what went wrong."""
+        """The artifact record; DeployFailed names what went wrong. `build_secrets`: the
+        build's secret environment (never shown, never in the artifact)."""
         buildpack = self._buildpacks.get(manifest.jobtype_base)
         if buildpack is None:
             available = ", ".join(sorted(self._buildpacks)) or "none"
@@ -84,6 +97,7 @@ class BuildStep:
             manifest=manifest,
             source_dir=source_dir,
             progress=lambda line: loop.call_soon_threadsafe(progress, line),
+            build_secrets=dict(build_secrets or {}),
         )
 
         def run() -> Artifact:

@@ -23,9 +23,11 @@ from pydantic import ValidationError
 
 from buildpacks.build import ImageArtifact
 from buildpacks.manifest import Manifest
+from buildpacks.source import JobSource
 from controller.build_step import BuildStep
 from controller.errors import DeployFailed, PartlyReconfigured
 from controller.job_locks import JobLocks, LockTimeout
+from controller.push_notes import push_notes
 from controller.runtimes.base import Instance, InstanceFailed, InstanceSpec, Runtime
 from controller.serving import Serving, ServingTable
 from controller.store import Cause, Release, ReleaseStatus, Store
@@ -99,6 +101,8 @@ class Deployer:
         self._settings = settings
         self._family_token = family_token
         self.locks = JobLocks(settings.lock_timeout)
+        # how pushers reach the commands, for notes in push output; set once SSH listens
+        self.ssh_command = "ssh -p PORT git@HOST"
         self.running: dict[str, Running] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._retiring: set[asyncio.Task[Any]] = set()
@@ -209,7 +213,8 @@ class Deployer:
         build_log(f"Deploying {job} at {release.commit_sha[:12]} as release {release.label}")
         checkout = self._build.checkout_dir(release)
         try:
-            manifest, source_dir = await self._build.checkout_and_read(release, checkout, build_log)
+            source = await self._build.checkout_and_read(release, checkout, build_log)
+            manifest = source.manifest
             permit(manifest.version)
             release = self._store.describe_release(
                 release,
@@ -218,14 +223,26 @@ class Deployer:
                 manifest=manifest.model_dump(mode="json"),
             )
             build_log(f"Job {job} version {manifest.version}, jobtype {manifest.jobtype}")
-            if manifest.secret_runtime_env_file:
-                build_log("Warning: secret_runtime_env_file is not supported yet and was ignored")
-            artifact = await self._build.build(release, manifest, source_dir, build_log)
+            for note in push_notes(source, job, self.ssh_command):
+                build_log(note)
+            release = self._store.set_secret_env(release, source.secret_runtime_env or {})
+            artifact = await self._build.build(
+                release,
+                manifest,
+                source.job_dir,
+                build_log,
+                build_secrets=self._build_secrets(job, source),
+            )
         finally:
             await self._build.remove_checkout(checkout)
         release = self._store.set_artifact(release, artifact)
         await self._roll_out(release, manifest, build_log, branch)
         return self._finish(release, manifest, build_log)
+
+    def _build_secrets(self, job: str, source: JobSource) -> dict[str, str]:
+        """The build's secret environment: the committed secret_build_env_file's values, then
+        the job's build config (`config:set --build`), which wins."""
+        return {**(source.secret_build_env or {}), **self._store.job_build_config(job)}
 
     def _finish(self, release: Release, manifest: Manifest, build_log: BuildLog) -> Release:
         build_log(
@@ -378,6 +395,7 @@ class Deployer:
             config=config,
             rollback_of=source.number,
             cause=cause,
+            secret_env=source.secret_env,  # its commit's secret_runtime_env_file
         )
         release = self._store.describe_release(
             release,
@@ -527,8 +545,11 @@ class Deployer:
         log.info("%s %s (%s) serves again", release.job, release.version, release.label)
 
     def _instance_env(self, release: Release, manifest: Manifest) -> dict[str, str]:
+        """runtime_env, overridden by the secret runtime values, overridden by the config
+        (`config:set`); the platform's own variables last."""
         return {
             **manifest.runtime_env,
+            **release.secret_env,
             **release.config,
             "JOB_NAME": release.job,
             "JOB_VERSION": manifest.version,

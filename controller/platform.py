@@ -165,6 +165,7 @@ class Platform:
             "ssh",
         )
         services.ssh_url = f"ssh://git@{shown_host}:{ssh_port}"
+        deployer.ssh_command = f"ssh -p {ssh_port} git@{shown_host}"
         runner = await _serve_http(make_api_app(services), settings.host, settings.api_port, "api")
         self._runners.append(runner)
         api_port = runner.addresses[0][1]

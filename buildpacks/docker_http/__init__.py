@@ -32,6 +32,12 @@ class DockerHttpBuildpack:
                 " have to pass as build arguments, which images keep; use a python3 job, or"
                 " build_env for values that are not secret"
             )
+        if request.build_secrets:
+            raise BuildFailed(
+                f"build config (config:set --build) is not supported for {self.jobtype} jobs: the"
+                " values would have to pass as build arguments, which images keep; remove it with"
+                " config:unset --build"
+            )
         require_file(request.source_dir, extra.dockerfile_path, "jobtype_extra.dockerfile_path")
         tag, image_id = builder.build(
             request,

@@ -83,6 +83,12 @@ class GolangBuildpack:
                 " pass as build arguments, which images keep; use build_env for values that are"
                 " not secret"
             )
+        if request.build_secrets:
+            raise BuildFailed(
+                "build config (config:set --build) is not supported for golang jobs: the values"
+                " would have to pass as build arguments, which images keep; remove it with"
+                " config:unset --build"
+            )
         if not any(_PERFORM.search(p.read_text(errors="replace")) for p in source.glob("*.go")):
             raise BuildFailed(
                 "no 'func Perform(input map[string]interface{}) (interface{}, error)' in the"

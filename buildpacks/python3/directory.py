@@ -20,13 +20,21 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from buildpacks.build import BuildFailed, BuildRequest, DirectoryArtifact, Progress, run_logged
+from buildpacks.build import (
+    BuildFailed,
+    BuildRequest,
+    DirectoryArtifact,
+    Progress,
+    SecretMask,
+    run_logged,
+)
 from buildpacks.manifest import Python3Extra
 from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, copy_wrapper, wrapper_env
+from buildpacks.source import copy_job_source
 
 COMPLETE_MARKER = ".racetrack-complete"
 
@@ -44,7 +52,8 @@ class DirectoryBuilder:
         requirements = check_source(request.source_dir, extra, progress)
         self._warn_python_version(extra, progress)
 
-        venv = self._dependency_venv(request, requirements, extra)
+        with _failures_masked(request.build_secrets):
+            venv = self._dependency_venv(request, requirements, extra)
         dest = (
             self._artifacts_root
             / request.job
@@ -54,9 +63,7 @@ class DirectoryBuilder:
             remove_tree(dest)
         dest.mkdir(parents=True)
         progress("Copying the job's source")
-        shutil.copytree(
-            request.source_dir, dest / "src", symlinks=True, ignore=shutil.ignore_patterns(".git")
-        )
+        copy_job_source(request.source_dir, dest / "src", request.manifest)  # no secret env files
         copy_wrapper(dest / "wrapper")
         (dest / "venv").symlink_to(os.path.relpath(venv, dest))
         self._precompile(dest, progress)
@@ -87,12 +94,16 @@ class DirectoryBuilder:
     def _dependency_venv(
         self, request: BuildRequest, requirements: Path | None, extra: Python3Extra
     ) -> Path:
-        source, progress, cancelled = request.source_dir, request.progress, request.cancelled
+        source, cancelled = request.source_dir, request.cancelled
+        progress = _masked(request.progress, request.build_secrets)
+        build_env = pip_environment(request)
         fingerprint = hashlib.sha256()
         fingerprint.update(sys.version.encode())
         fingerprint.update(os.path.realpath(sys.executable).encode())
         fingerprint.update(requirements.read_bytes() if requirements else b"")
         fingerprint.update(b"check" if extra.check_requirements else b"")
+        if build_env and requirements:  # what pip installs may depend on it (`${VAR}` lines)
+            fingerprint.update(json.dumps(sorted(build_env.items())).encode())
         venv = self._cache_root / f"venv-{fingerprint.hexdigest()[:24]}"
         self._cache_root.mkdir(parents=True, exist_ok=True)
         with _file_lock(venv.with_suffix(".lock")):
@@ -126,6 +137,7 @@ class DirectoryBuilder:
                     what="pip install",
                     cancelled=cancelled,
                     cwd=source,
+                    env={**os.environ, **build_env},
                 )
                 if extra.check_requirements:
                     run_logged([*pip, "check"], progress, what="pip check", cancelled=cancelled)
@@ -150,6 +162,28 @@ class DirectoryBuilder:
             )
         except BuildFailed:
             progress("Warning: some Python files do not compile (see above)")
+
+
+def pip_environment(request: BuildRequest) -> dict[str, str]:
+    """What `pip install` gets on top of the platform's environment: `build_env`, then the
+    secret build values (the secret env file's, then the build config), which win."""
+    return {**request.manifest.build_env, **request.build_secrets}
+
+
+def _masked(progress: Progress, secrets: Mapping[str, str]) -> Progress:
+    """Build output with the secret build values replaced (pip echoes what it installs)."""
+    mask = SecretMask(secrets)
+    return lambda line: progress(mask(line))
+
+
+@contextmanager
+def _failures_masked(secrets: Mapping[str, str]) -> Iterator[None]:
+    """A failed step's reason quotes its last output line: masked like the output."""
+    mask = SecretMask(secrets)
+    try:
+        yield
+    except BuildFailed as exc:
+        raise BuildFailed(mask(str(exc))) from None
 
 
 @contextmanager

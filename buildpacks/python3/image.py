@@ -21,7 +21,7 @@ from buildpacks.docker_build import (
     label_instruction,
 )
 from buildpacks.python3.common import check_source, copy_wrapper, wrapper_env
-from buildpacks.source import copy_job_source, read_env_file
+from buildpacks.source import copy_job_source
 
 DEFAULT_PYTHON_VERSION = "3.11"
 CA_PATH = "/etc/racetrack/build-ca.crt"
@@ -102,12 +102,8 @@ def build_image(request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
     extra = manifest.python3
     settings: DockerBuildSettings = builder.settings
     requirements = check_source(request.source_dir, extra, request.progress)
-    job_secrets: dict[str, str] = {}
-    if manifest.secret_build_env_file:
-        job_secrets = read_env_file(
-            request.source_dir, manifest.secret_build_env_file, "secret_build_env_file"
-        )
-    secrets = builder.build_secrets(job_secrets) if requirements is not None else {}
+    # the secret build env file's values and the build config, read by the platform
+    secrets = builder.build_secrets(request.build_secrets) if requirements is not None else {}
 
     spec = DockerfileSpec(
         base_image=settings.python_base_image

@@ -1,9 +1,13 @@
-"""config:show, config:set, config:unset: the environment a job's releases run with.
+"""config:show, config:set, config:unset: the environment a job's releases run with, and with
+`--build` the environment of its builds.
 
 Values live in the store, outside the manifest; they are never printed in build logs or the
 audit log (which names the keys), and `config:show` masks them unless an admin asks. The config
 belongs to the job as a whole, so changing it needs deploy_job for the whole job, not for just
 one version.
+
+The build config (`--build`) reaches the next build's dependency install step the way the
+secret build env file's values do (and wins over them); setting it redeploys nothing.
 """
 
 from __future__ import annotations
@@ -27,21 +31,32 @@ from controller.store import Release
 MASK = "********"
 
 
+def _build_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--build", action="store_true", help=help_text)
+
+
 def _show_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=arguments.job_name)
     parser.add_argument("--reveal", action="store_true", help="show the values (admins only)")
+    _build_flag(parser, "the build config (what builds get) instead of the runtime config")
     json_flag(parser)
 
 
-@command("config:show", "a job's config: keys, values masked (--reveal for admins)", _show_args)
+@command(
+    "config:show",
+    "a job's config (--build: its build config): values masked (--reveal for admins)",
+    _show_args,
+)
 async def _config_show(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(READ_JOB, args.job, ANY_VERSION)
     releases_of(ctx, args.job)
     if args.reveal:
         ctx.require_admin()
-    config = ctx.services.store.job_config(args.job)
+    store = ctx.services.store
+    config = store.job_build_config(args.job) if args.build else store.job_config(args.job)
     shown = config if args.reveal else dict.fromkeys(config, MASK)
-    text = format_table(["KEY", "VALUE"], sorted(shown.items())) if shown else "(no config)\n"
+    empty = "(no build config)\n" if args.build else "(no config)\n"
+    text = format_table(["KEY", "VALUE"], sorted(shown.items())) if shown else empty
     return Result(shown, text)
 
 
@@ -58,15 +73,36 @@ def _applied(job: str, keys: list[str], releases: list[Release]) -> Result:
 def _set_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=arguments.job_name)
     parser.add_argument("pairs", nargs="+", type=arguments.env_pair, metavar="KEY=VALUE")
+    _build_flag(parser, "set the build config: the next build's environment (no redeploy)")
 
 
-@command("config:set", "set config values: a new release of what serves, no downtime", _set_args)
+@command(
+    "config:set",
+    "set config values: a new release of what serves, no downtime (--build: for the next build)",
+    _set_args,
+)
 async def _config_set(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job)
     releases_of(ctx, args.job)
-    config = {**ctx.services.store.job_config(args.job), **dict(args.pairs)}
     keys = sorted(dict(args.pairs))
+    if args.build:
+        build_config = {**ctx.services.store.job_build_config(args.job), **dict(args.pairs)}
+        return _store_build_config(ctx, "config:set", args.job, build_config, keys)
+    config = {**ctx.services.store.job_config(args.job), **dict(args.pairs)}
     return await _reconfigure(ctx, "config:set", args.job, config, keys)
+
+
+def _store_build_config(
+    ctx: CommandContext, action: str, job: str, config: dict[str, str], keys: list[str]
+) -> Result:
+    """Keep the build config for the next build; audited by key names."""
+    ctx.services.store.replace_job_build_config(job, config)
+    ctx.audit(action, job, f"--build {', '.join(keys)}")
+    text = (
+        f"Build config of {job} changed ({', '.join(keys)}): it applies to the next build;"
+        " nothing is redeployed now (push to build with it)\n"
+    )
+    return Result({"keys": keys, "build": True, "releases": []}, text)
 
 
 async def _reconfigure(
@@ -88,15 +124,24 @@ async def _reconfigure(
 def _unset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=arguments.job_name)
     parser.add_argument("keys", nargs="+", type=arguments.env_name, metavar="KEY")
+    _build_flag(parser, "remove from the build config (applies to the next build)")
 
 
-@command("config:unset", "remove config values: a new release of what serves", _unset_args)
+@command(
+    "config:unset",
+    "remove config values: a new release of what serves (--build: for the next build)",
+    _unset_args,
+)
 async def _config_unset(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job)
     releases_of(ctx, args.job)
-    config = ctx.services.store.job_config(args.job)
+    store = ctx.services.store
+    config = store.job_build_config(args.job) if args.build else store.job_config(args.job)
     missing = [key for key in args.keys if key not in config]
     if missing:
-        raise CommandFailed(f"{args.job} has no config {missing[0]}")
+        what = "build config" if args.build else "config"
+        raise CommandFailed(f"{args.job} has no {what} {missing[0]}")
     remaining = {k: v for k, v in config.items() if k not in args.keys}
+    if args.build:
+        return _store_build_config(ctx, "config:unset", args.job, remaining, sorted(args.keys))
     return await _reconfigure(ctx, "config:unset", args.job, remaining, sorted(args.keys))

@@ -1,4 +1,5 @@
-"""Job families (who created each), permission grants, the audit log and per-job config."""
+"""Job families (who created each), permission grants, the audit log and per-job config
+(the runtime config and the build config)."""
 
 from __future__ import annotations
 
@@ -85,5 +86,21 @@ class AccessStore(StoreBase):
             self._db.execute("DELETE FROM job_config WHERE job = ?", (job,))
             self._db.executemany(
                 "INSERT INTO job_config (job, key, value) VALUES (?, ?, ?)",
+                [(job, key, value) for key, value in config.items()],
+            )
+
+    # per-job build config (the environment of the job's builds: `config:set --build`)
+
+    def job_build_config(self, job: str) -> dict[str, str]:
+        rows = self._all(
+            "SELECT key, value FROM job_build_config WHERE job = ? ORDER BY key", (job,)
+        )
+        return {r["key"]: r["value"] for r in rows}
+
+    def replace_job_build_config(self, job: str, config: dict[str, str]) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM job_build_config WHERE job = ?", (job,))
+            self._db.executemany(
+                "INSERT INTO job_build_config (job, key, value) VALUES (?, ?, ?)",
                 [(job, key, value) for key, value in config.items()],
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,6 +68,8 @@ class Release:
     config: dict[str, str]
     rollback_of: int | None  # the release whose artifact this one deploys again
     cause: str
+    # the values of its commit's secret_runtime_env_file: never shown
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def label(self) -> str:
@@ -145,6 +147,7 @@ def release_of(row: sqlite3.Row) -> Release:
         config=json.loads(row["config"]),
         rollback_of=row["rollback_of"],
         cause=row["cause"],
+        secret_env=json.loads(row["secret_env"]),
     )
 
 

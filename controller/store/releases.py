@@ -19,6 +19,7 @@ class ReleaseStore(StoreBase):
         config: dict[str, str] | None = None,
         rollback_of: int | None = None,
         cause: str = Cause.PUSH,
+        secret_env: dict[str, str] | None = None,
     ) -> Release:
         """A new release numbered after the job's highest one (r1, r2, ...)."""
         with self._transaction(immediate=True):
@@ -26,7 +27,7 @@ class ReleaseStore(StoreBase):
             number = (row[0] if row and row[0] else 0) + 1
             release_id = self._insert(
                 "INSERT INTO releases (job, number, commit_sha, status, deployed_by, created_at,"
-                " config, rollback_of, cause) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " config, rollback_of, cause, secret_env) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job,
                     number,
@@ -37,6 +38,7 @@ class ReleaseStore(StoreBase):
                     json.dumps(config or {}),
                     rollback_of,
                     cause,
+                    json.dumps(secret_env or {}),
                 ),
             )
         release = self.release_by_id(release_id)
@@ -57,6 +59,13 @@ class ReleaseStore(StoreBase):
         self._db.execute(
             "UPDATE releases SET version = ?, jobtype = ?, manifest = ? WHERE id = ?",
             (version, jobtype, json.dumps(manifest), release.id),
+        )
+        return self._reload(release)
+
+    def set_secret_env(self, release: Release, secret_env: dict[str, str]) -> Release:
+        """The values of the release's secret_runtime_env_file (read from its commit)."""
+        self._db.execute(
+            "UPDATE releases SET secret_env = ? WHERE id = ?", (json.dumps(secret_env), release.id)
         )
         return self._reload(release)
 

@@ -104,4 +104,16 @@ MIGRATIONS: list[str] = [
     WHERE r.id = (SELECT MIN(id) FROM releases WHERE job = r.job)
       AND NOT EXISTS (SELECT 1 FROM families f WHERE f.name = r.job);
     """,
+    # build config (`config:set --build`): the environment of the job's next builds, kept like
+    # the runtime config; secret_env: the values of the release's secret_runtime_env_file, which
+    # its instances run with (never in the artifact; restarts and rollbacks keep them)
+    """
+    CREATE TABLE job_build_config (
+        job TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (job, key)
+    );
+    ALTER TABLE releases ADD COLUMN secret_env TEXT NOT NULL DEFAULT '{}';
+    """,
 ]

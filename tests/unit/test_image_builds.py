@@ -2,8 +2,8 @@
 
 import pytest
 
-from buildpacks.build import BuildRequest, ImageArtifact
-from buildpacks.docker_build import DockerBuildSettings, _SecretMask, image_tag
+from buildpacks.build import BuildRequest, ImageArtifact, SecretMask
+from buildpacks.docker_build import DockerBuildSettings, image_tag
 from buildpacks.golang import module_path, render_wrapper
 from buildpacks.golang import render_dockerfile as golang_dockerfile
 from buildpacks.manifest import Resources, parse_manifest
@@ -81,7 +81,7 @@ def test_python3_dockerfile_without_requirements_has_no_pip_step():
 
 
 def test_secret_values_are_masked_longest_first():
-    mask = _SecretMask({"A": "s3cret", "B": "s3cret-and-more", "C": "x"})
+    mask = SecretMask({"A": "s3cret", "B": "s3cret-and-more", "C": "x"})
     assert mask("got s3cret-and-more and s3cret; x stays") == "got ******** and ********; x stays"
 
 

@@ -90,3 +90,36 @@ def _accepts(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [
+        (b"Content-Length: -5\r\n", b"", b"400"),
+        (b"Content-Length: +5\r\n", b"", b"400"),
+        (b"Transfer-Encoding: chunked\r\n", b"-1\r\n", b"400"),
+        (b"Transfer-Encoding: chunked\r\n", b"0x2\r\n", b"400"),
+        (b"Transfer-Encoding: gzip, chunked\r\n", b"", b"501"),
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n", b"", b"400"),
+    ],
+)
+def test_a_body_whose_length_is_not_plain_is_refused_and_the_connection_closed(
+    job, headers, body, status
+):
+    """Lengths other servers read differently are how requests get smuggled past a proxy."""
+    _process, port, _ = job
+    smuggled = b"POST /api/v1/perform HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    request = b"POST /api/v1/perform HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + body + smuggled
+    answer = _raw(port, request)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
+    assert answer.count(b"HTTP/1.1 ") == 1, "nothing after it was run as a request"
+    assert post(port, {})["calls"] == 1, "the job still serves, and ran nothing smuggled"

@@ -364,3 +364,26 @@ def test_async_perform_runs_on_the_event_loop_and_sees_the_request(tmp_path):
         assert answer.json() == {"n": 4, "trace": "abc"}
     finally:
         wrapper.stop()
+
+
+def test_hostile_requests_get_an_answer_and_the_job_keeps_serving(wrapper):
+    deep = wrapper.request("/api/v1/perform", data=b"[" * 200_000)
+    assert (deep.status, deep.json()["type"]) == (400, "BadRequest")
+    assert wrapper.request("/api/v1/assets/a%00b").status == 404
+    assert wrapper.request("/api/v1/perform", {"numbers": [1]}).status == 200
+    assert _metric(wrapper, "job_requests_in_flight") == 0.0, "every call was counted out"
+
+
+def test_metrics_that_cannot_be_exported_are_skipped_not_fatal(tmp_path):
+    source = (
+        "class JobEntrypoint:\n    def perform(self): pass\n"
+        "    def metrics(self):\n"
+        "        return [{'name': 'huge', 'value': 10**400}, {'name': 'fine', 'value': 2}]\n"
+    )
+    wrapper = start_wrapper(tmp_path, {"entry.py": source})
+    try:
+        answer = wrapper.request("/metrics")
+        assert answer.status == 200 and "fine 2.0" in answer.body.decode()
+        assert "huge" not in answer.body.decode().replace("'huge'", "")
+    finally:
+        wrapper.stop()

@@ -2,7 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from buildpacks.manifest import ManifestError, decode_manifest, parse_manifest
+from buildpacks.build import BuildFailed
+from buildpacks.manifest import (
+    ManifestError,
+    decode_manifest,
+    parse_manifest,
+    parse_manifest_with_warnings,
+)
 from buildpacks.source import load_job_source
 
 GOOD = {
@@ -85,10 +91,46 @@ def test_all_errors_are_reported_at_once():
 
 
 def test_older_racetrack_sections_say_where_they_moved():
-    errors = errors_of({**GOOD, "lang": "python3:latest", "python": {"entrypoint_path": "a.py"}})
+    golang = {**GOOD, "jobtype": "golang", "jobtype_extra": {}}
+    errors = errors_of({**golang, "lang": "golang:latest", "golang": {"gomod": "go.mod"}})
     assert errors == [
         "lang: an older Racetrack field; write it as jobtype",
-        "python: an older Racetrack field; write it as jobtype_extra",
+        "golang: an older Racetrack field; write it as jobtype_extra",
+    ]
+    # `python:` is read as jobtype_extra for python3 jobs only
+    assert errors_of({**golang, "python": {}}) == [
+        "python: an older Racetrack field; write it as jobtype_extra"
+    ]
+
+
+def without_extra(**fields) -> dict:
+    return {**{k: v for k, v in GOOD.items() if k != "jobtype_extra"}, **fields}
+
+
+def test_python_section_is_read_as_jobtype_extra_with_a_warning():
+    data = without_extra(python={"entrypoint_path": "a.py", "entrypoint_class": "Adder"})
+    manifest, warnings = parse_manifest_with_warnings(data, expected_name="adder")
+    assert manifest.python3.entrypoint_path == "a.py"
+    assert manifest.python3.entrypoint_class == "Adder"
+    assert warnings == ("the python section is deprecated; rename it to jobtype_extra",)
+    assert parse_manifest_with_warnings(GOOD)[1] == ()
+
+
+def test_errors_inside_the_python_section_name_it_as_written():
+    errors = errors_of(without_extra(python={"entrypoint_path": "../a.py", "surprise": 1}))
+    assert errors == [
+        "python.entrypoint_path: '../a.py' is not a relative path inside the repository",
+        "python.surprise: unknown field",
+    ]
+    assert errors_of(without_extra(python="a.py")) == [
+        "python: 'a.py' input should be a valid dictionary"
+    ]
+
+
+def test_python_section_and_jobtype_extra_together_are_refused():
+    errors = errors_of({**GOOD, "python": {"entrypoint_path": "b.py"}})
+    assert errors == [
+        "python: jobtype_extra is set too, and python is its older name; keep only jobtype_extra"
     ]
 
 
@@ -198,3 +240,111 @@ def test_extends_outside_the_repository_is_refused(tmp_path):
         ManifestError, match=r"extends: '\.\./\.\./etc/passwd' is not a relative path"
     ):
         load_job_source(tmp_path / "repo", "adder")
+
+
+def test_load_job_source_reports_warnings_naming_the_file(tmp_path):
+    python_section = MANIFEST.replace("jobtype_extra:", "python:")
+    write(tmp_path, {"jobs/adder/job.yaml": python_section.format(name="adder")})
+    source = load_job_source(tmp_path, "adder")
+    assert source.manifest.python3.entrypoint_path == "e.py"
+    assert source.warnings == (
+        "jobs/adder/job.yaml: the python section is deprecated; rename it to jobtype_extra",
+    )
+
+
+def test_extends_merges_a_python_section_with_jobtype_extra(tmp_path):
+    write(
+        tmp_path,
+        {
+            "base.yaml": "owner_email: a@b.c\njobtype: python3\npython:\n  entrypoint_path: e.py\n",
+            "job.yaml": "extends: base.yaml\nname: adder\njobtype_extra:\n  entrypoint_class: E\n",
+        },
+    )
+    source = load_job_source(tmp_path, "adder")
+    assert (source.manifest.python3.entrypoint_path, source.manifest.python3.entrypoint_class) == (
+        "e.py",
+        "E",
+    )
+    assert source.warnings == ()  # the job's own spelling is the current one
+
+
+def test_monorepo_finds_a_job_named_through_extends(tmp_path):
+    write(
+        tmp_path,
+        {
+            "jobs/adder/job.yaml": MANIFEST.format(name="adder"),
+            "jobs/base.yaml": MANIFEST.format(name="subtractor"),
+            "jobs/subtractor/job.yaml": "extends: ../base.yaml\n",
+        },
+    )
+    source = load_job_source(tmp_path, "subtractor")
+    assert source.job_dir == tmp_path / "jobs" / "subtractor"
+    assert source.manifest.name == "subtractor"
+    assert load_job_source(tmp_path, "adder").job_dir == tmp_path / "jobs" / "adder"
+
+
+def test_monorepo_with_two_manifests_of_one_name_lists_them(tmp_path):
+    write(
+        tmp_path,
+        {
+            "a/job.yaml": MANIFEST.format(name="adder"),
+            "b/job.yaml": MANIFEST.format(name="adder"),
+            "c/job.yaml": MANIFEST.format(name="other"),
+        },
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_job_source(tmp_path, "adder")
+    assert caught.value.errors == [
+        "several job.yaml files name the job 'adder': a/job.yaml, b/job.yaml"
+    ]
+
+
+def test_a_root_manifest_of_another_job_leaves_the_monorepo_search_open(tmp_path):
+    write(
+        tmp_path,
+        {"job.yaml": MANIFEST.format(name="other"), "sub/job.yaml": MANIFEST.format(name="adder")},
+    )
+    assert load_job_source(tmp_path, "adder").job_dir == tmp_path / "sub"
+    assert load_job_source(tmp_path, "other").job_dir == tmp_path
+    with pytest.raises(ManifestError, match="name: 'other' does not match the repository 'third'"):
+        load_job_source(tmp_path, "third")
+
+
+def test_secret_env_files_are_read_when_the_commit_holds_them(tmp_path):
+    manifest = MANIFEST.format(name="adder") + (
+        "secret_build_env_file: build.env\nsecret_runtime_env_file: runtime.env\n"
+    )
+    write(tmp_path, {"job.yaml": manifest})
+    absent = load_job_source(tmp_path, "adder")
+    assert (absent.secret_build_env, absent.secret_runtime_env) == (None, None)
+
+    write(tmp_path, {"runtime.env": "# comment\nexport TOKEN='s3cret'\nMODE=fast\n"})
+    present = load_job_source(tmp_path, "adder")
+    assert present.secret_runtime_env == {"TOKEN": "s3cret", "MODE": "fast"}
+    assert present.secret_build_env is None
+    assert "s3cret" not in repr(present), "values never show in a repr"
+
+
+def test_a_secret_env_file_that_is_not_name_value_lines_is_refused_without_its_values(tmp_path):
+    manifest = MANIFEST.format(name="adder") + "secret_runtime_env_file: runtime.env\n"
+    write(tmp_path, {"job.yaml": manifest, "runtime.env": "A=1\nnot a pair s3cret\n"})
+    with pytest.raises(BuildFailed) as caught:
+        load_job_source(tmp_path, "adder")
+    assert str(caught.value) == (
+        "secret_runtime_env_file: line 2 of 'runtime.env' is not NAME=VALUE"
+    )
+
+
+def test_python3_extra_takes_racetracks_concurrency_and_home_page_fields():
+    extra = {"entrypoint_path": "a.py", "max_concurrency": 2, "max_concurrency_queue": 0,
+             "home_page": "/api/v1/webview/", "check_requirements": False}  # fmt: skip
+    manifest = parse_manifest({**GOOD, "jobtype_extra": extra})
+    parsed = manifest.python3
+    assert (parsed.max_concurrency, parsed.max_concurrency_queue) == (2, 0)
+    assert (parsed.home_page, parsed.check_requirements) == ("/api/v1/webview/", False)
+    assert errors_of({**GOOD, "jobtype_extra": {**extra, "home_page": "docs"}}) == [
+        "jobtype_extra.home_page: 'docs' is not a path of the job starting with '/', like /docs"
+    ]
+    assert errors_of({**GOOD, "jobtype_extra": {**extra, "max_concurrency": 0}}) == [
+        "jobtype_extra.max_concurrency: 0 input should be greater than or equal to 1"
+    ]

@@ -57,3 +57,56 @@ def test_a_removed_users_id_and_token_are_never_given_to_a_new_user(tmp_path):
             accounts.authenticate(old_token)
     finally:
         store.close()
+
+
+BUILD_CONFIG_MIGRATION = 5  # the build config and the releases' secret runtime values
+
+
+def test_releases_made_before_secret_env_existed_have_none(tmp_path):
+    path = tmp_path / "racetrack.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number, script in enumerate(MIGRATIONS[: BUILD_CONFIG_MIGRATION - 1], start=1):
+        db.executescript(f"BEGIN; {script}; INSERT INTO schema_version VALUES ({number}); COMMIT;")
+    db.execute(
+        "INSERT INTO releases (job, number, commit_sha, status, deployed_by, created_at)"
+        " VALUES ('old', 1, ?, 'serving', 'alice', '2026-01-01T00:00:00+00:00')",
+        ("a" * 40,),
+    )
+    db.commit()
+    db.close()
+
+    store = Store(path)
+    try:
+        (release,) = store.releases(job="old")
+        assert release.secret_env == {}
+        assert store.job_build_config("old") == {}
+    finally:
+        store.close()
+
+
+def test_build_config_is_kept_apart_from_the_runtime_config(tmp_path):
+    store = Store(tmp_path / "racetrack.db")
+    try:
+        store.replace_job_config("adder", {"MODE": "fast"})
+        store.replace_job_build_config("adder", {"INDEX_TOKEN": "t0ken", "FLAVOR": "blue"})
+        assert store.job_config("adder") == {"MODE": "fast"}
+        assert store.job_build_config("adder") == {"FLAVOR": "blue", "INDEX_TOKEN": "t0ken"}
+        store.replace_job_build_config("adder", {"FLAVOR": "blue"})
+        assert store.job_build_config("adder") == {"FLAVOR": "blue"}
+        assert store.job_build_config("other") == {}
+    finally:
+        store.close()
+
+
+def test_a_releases_secret_values_are_kept_and_never_in_its_repr(tmp_path):
+    store = Store(tmp_path / "racetrack.db")
+    try:
+        release = store.create_release("adder", "a" * 40, "admin")
+        release = store.set_secret_env(release, {"TOKEN": "s3cret-value"})
+        assert store.release_by_id(release.id).secret_env == {"TOKEN": "s3cret-value"}
+        again = store.create_release("adder", "a" * 40, "admin", secret_env=release.secret_env)
+        assert again.secret_env == {"TOKEN": "s3cret-value"}
+        assert "s3cret-value" not in repr(again)
+    finally:
+        store.close()

@@ -176,7 +176,10 @@ def _static_target(name: str, target: Any) -> tuple[str, str | None]:
 
 def static_dir_file(root: Path, rest: str) -> Path | None:
     """The file `rest` names below a served directory, or None (missing, or outside it)."""
-    candidate = (root / rest.lstrip("/")).resolve()
-    if not candidate.is_relative_to(root) or not candidate.is_file():
+    try:
+        candidate = (root / rest.lstrip("/")).resolve()
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            return None
+    except (OSError, ValueError):  # a NUL byte, a name too long
         return None
     return candidate

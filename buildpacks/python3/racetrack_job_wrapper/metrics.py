@@ -156,18 +156,28 @@ def render_job_metrics(job_metrics: Callable[[], Any]) -> list[str]:
         return []
     samples: dict[str, list[str]] = {}
     descriptions: dict[str, str] = {}
-    for entry in entries:
-        sample = _job_sample(entry)
-        if sample is None:
-            continue
-        name, line, description = sample
-        samples.setdefault(name, []).append(line)
-        descriptions.setdefault(name, description)
+    try:
+        for entry in entries:
+            _add_sample(entry, samples, descriptions)
+    except Exception:
+        log.exception("metrics() returned something that failed while being read")
     lines: list[str] = []
     for name, name_lines in samples.items():
         help_text = descriptions[name].replace("\\", "\\\\").replace("\n", "\\n")
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *name_lines]
     return lines
+
+
+def _add_sample(entry: Any, samples: dict[str, list[str]], descriptions: dict[str, str]) -> None:
+    try:
+        sample = _job_sample(entry)
+    except (ValueError, TypeError, OverflowError) as exc:
+        _report_once("metrics(): %r cannot be exported: %s", entry, exc)
+        return
+    if sample is not None:
+        name, line, description = sample
+        samples.setdefault(name, []).append(line)
+        descriptions.setdefault(name, description)
 
 
 def _job_sample(entry: Any) -> tuple[str, str, str] | None:

@@ -194,7 +194,7 @@ class Router:
     def _call(self, api: JobApi, path: str, body: bytes) -> Response:
         try:
             kwargs = json.loads(body or b"{}")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return error(400, f"request body is not valid JSON: {exc}", "BadRequest")
         if not isinstance(kwargs, dict):
             kind = type(kwargs).__name__
@@ -286,8 +286,8 @@ def _from_web_response(answer: WebResponse) -> Response:
         lowered = name.lower()
         if lowered == "content-type":
             content_type = value
-        elif lowered != "content-length":
-            headers.append((name, value))
+        else:
+            headers.append((name, value))  # the server keeps Content-Length for HEAD only
     return Response(answer.status, answer.body, content_type, headers)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import re
 import signal
 import threading
 import time
@@ -26,6 +26,7 @@ log = logging.getLogger("racetrack.job")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 FILE_CHUNK = 256 * 1024
+CHUNK_SIZE_RE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 
 
 class BadRequest(Exception):
@@ -75,7 +76,11 @@ class JobRequestHandler(BaseHTTPRequestHandler):
             endpoint = self.router.metric_endpoint(request)
             if endpoint is not None:
                 self.state.metrics.started()
-            response = self.router.route(request)
+            try:
+                response = self.router.route(request)
+            except Exception as exc:  # a bug or a hostile input: answer, and keep serving
+                log.exception("%s %s failed", self.command, path)
+                response = error(500, f"the wrapper failed: {exc}", type(exc).__name__)
             try:
                 self._write(response, context.tracing_id)
             finally:
@@ -85,23 +90,50 @@ class JobRequestHandler(BaseHTTPRequestHandler):
                 self._log(path, response.status, seconds)
 
     def _write(self, response: Response, tracing_id: str) -> None:
-        size = response.file.stat().st_size if response.file else len(response.body)
+        if response.file is None:
+            self._send(response, tracing_id, len(response.body))
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+            return
+        try:
+            source = response.file.open("rb")
+        except OSError as exc:
+            missing = error(404, f"cannot read {response.file.name}: {exc.strerror}", "NotFound")
+            self._write(missing, tracing_id)
+            return
+        with source:
+            size = os.fstat(source.fileno()).st_size  # what is sent is what was measured
+            self._send(response, tracing_id, size)
+            if self.command != "HEAD":
+                self._copy(source, size)
+
+    def _copy(self, source: Any, size: int) -> None:
+        left = size
+        while left > 0:
+            chunk = source.read(min(FILE_CHUNK, left)) or b"\0" * min(FILE_CHUNK, left)
+            self.wfile.write(chunk)
+            left -= len(chunk)
+
+    def _send(self, response: Response, tracing_id: str, size: int) -> None:
+        declared = next(
+            (v for k, v in response.headers if k.lower() == "content-length"), None
+        )  # a webview's answer to HEAD says how long its GET answer is
+        if self.command != "HEAD" or declared is None:
+            declared = str(size)
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(size))
+        self.send_header("Content-Length", declared)
         self.send_header(TRACING_HEADER, tracing_id)
         for name, value in response.headers:
+            if name.lower() == "content-length":
+                continue
+            if any(c in name + value for c in "\r\n\0"):
+                log.error("dropped a response header with a line break: %r", name)
+                continue
             self.send_header(name, value)
         if self.state.stopping:
             self.send_header("Connection", "close")  # no further requests on this connection
         self.end_headers()
-        if self.command == "HEAD":
-            return
-        if response.file is None:
-            self.wfile.write(response.body)
-            return
-        with response.file.open("rb") as source:
-            shutil.copyfileobj(source, self.wfile, FILE_CHUNK)
 
     def _log(self, path: str, status: int, seconds: float) -> None:
         quiet = path in PLATFORM_PATHS or path.startswith("/docs/assets/")
@@ -124,12 +156,16 @@ class JobRequestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            if self.headers.get("Content-Length") is not None:
+                raise BadRequest(400, "both Content-Length and Transfer-Encoding")
             return self._read_chunked()
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None:
+            raise BadRequest(501, f"Transfer-Encoding {encoding!r} is not supported")
         length_header = self.headers.get("Content-Length", "0")
-        try:
-            length = int(length_header)
-        except ValueError:
-            raise BadRequest(400, f"bad Content-Length {length_header!r}") from None
+        if not (length_header.isascii() and length_header.isdigit()):
+            raise BadRequest(400, f"bad Content-Length {length_header!r}")
+        length = int(length_header)
         if length > MAX_BODY_BYTES:
             raise BadRequest(413, f"request body larger than {MAX_BODY_BYTES} bytes")
         return self.rfile.read(length) if length > 0 else b""
@@ -139,10 +175,9 @@ class JobRequestHandler(BaseHTTPRequestHandler):
         total = 0
         while True:
             size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise BadRequest(400, "malformed chunked body") from None
+            if not CHUNK_SIZE_RE.fullmatch(size_line):
+                raise BadRequest(400, "malformed chunked body")
+            size = int(size_line, 16)
             if size == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -151,7 +186,8 @@ class JobRequestHandler(BaseHTTPRequestHandler):
             if total > MAX_BODY_BYTES:
                 raise BadRequest(413, f"request body larger than {MAX_BODY_BYTES} bytes")
             chunks.append(self.rfile.read(size))
-            self.rfile.readline(1024)
+            if self.rfile.readline(1024) not in (b"\r\n", b"\n"):
+                raise BadRequest(400, "malformed chunked body")
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request is written by _log
@@ -186,4 +222,6 @@ def main() -> None:
     # and leave once nothing has been in flight (bounded by the grace).
     if not state.wait_idle(grace):
         log.warning("exiting with calls still running after %.0fs", grace)
+    if state.api is not None and state.api.webview is not None:
+        state.api.webview.close()  # an ASGI app's lifespan shutdown
     log.info("stopped")

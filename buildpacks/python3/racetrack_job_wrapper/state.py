@@ -18,9 +18,14 @@ from .request_context import current_request
 log = logging.getLogger("racetrack.job")
 
 
-def _optional_int(name: str) -> int | None:
+def _optional_int(name: str, minimum: int) -> int | None:
+    """A limit from the environment; a value the manifest would refuse is a start-up error."""
     value = os.environ.get(name, "").strip()
-    return int(value) if value else None
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < minimum:
+        raise SystemExit(f"{name}={value!r} is not a whole number >= {minimum}")
+    return int(value)
 
 
 class JobState:
@@ -37,7 +42,7 @@ class JobState:
         self.job_dir = Path(os.environ.get("JOB_DIR", "."))
         self.home_page = "/" + os.environ.get("HOME_PAGE", "/docs").lstrip("/")
         self.limit = ConcurrencyLimit(
-            _optional_int("MAX_CONCURRENCY"), _optional_int("MAX_CONCURRENCY_QUEUE")
+            _optional_int("MAX_CONCURRENCY", 1), _optional_int("MAX_CONCURRENCY_QUEUE", 0)
         )
         self.metrics = JobMetrics()
         self.runner = AsyncRunner()
