@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_docker_runtime import BASE_IMAGE, CA_BUNDLE, engine_problem
-from tests.harness import REPO_ROOT, JobRepo, Server, python_job, remove_docker_leftovers
+from tests.e2e.test_docker_runtime import BASE_IMAGE, CA_BUNDLE
+from tests.harness import (
+    REPO_ROOT,
+    JobRepo,
+    Server,
+    docker_engine_problem,
+    python_job,
+    remove_docker_leftovers,
+)
 
-if engine_problem() is not None:  # the docker runtime tests already fail or skip for this
-    pytest.skip(str(engine_problem()), allow_module_level=True)
+if docker_engine_problem() is not None:  # the docker runtime tests already fail or skip for it
+    pytest.skip(str(docker_engine_problem()), allow_module_level=True)
 
 PLATFORM_IMAGE = "racetrack/platform:test"
 
