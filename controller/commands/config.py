@@ -52,8 +52,7 @@ async def _config_show(ctx: CommandContext, args: argparse.Namespace) -> Result:
     releases_of(ctx, args.job)
     if args.reveal:
         ctx.require_admin()
-    store = ctx.services.store
-    config = store.job_build_config(args.job) if args.build else store.job_config(args.job)
+    config = _current(ctx, args.job, build=args.build)
     shown = config if args.reveal else dict.fromkeys(config, MASK)
     empty = "(no build config)\n" if args.build else "(no config)\n"
     text = format_table(["KEY", "VALUE"], sorted(shown.items())) if shown else empty
@@ -84,12 +83,22 @@ def _set_args(parser: argparse.ArgumentParser) -> None:
 async def _config_set(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job)
     releases_of(ctx, args.job)
-    keys = sorted(dict(args.pairs))
-    if args.build:
-        build_config = {**ctx.services.store.job_build_config(args.job), **dict(args.pairs)}
-        return _store_build_config(ctx, "config:set", args.job, build_config, keys)
-    config = {**ctx.services.store.job_config(args.job), **dict(args.pairs)}
-    return await _reconfigure(ctx, "config:set", args.job, config, keys)
+    config = {**_current(ctx, args.job, build=args.build), **dict(args.pairs)}
+    return await _change(ctx, "config:set", args.job, config, sorted(dict(args.pairs)), args.build)
+
+
+def _current(ctx: CommandContext, job: str, *, build: bool) -> dict[str, str]:
+    store = ctx.services.store
+    return store.job_build_config(job) if build else store.job_config(job)
+
+
+async def _change(
+    ctx: CommandContext, action: str, job: str, config: dict[str, str], keys: list[str], build: bool
+) -> Result:
+    """Store a build config for the next build, or apply a runtime config to what serves."""
+    if build:
+        return _store_build_config(ctx, action, job, config, keys)
+    return await _reconfigure(ctx, action, job, config, keys)
 
 
 def _store_build_config(
@@ -135,13 +144,10 @@ def _unset_args(parser: argparse.ArgumentParser) -> None:
 async def _config_unset(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job)
     releases_of(ctx, args.job)
-    store = ctx.services.store
-    config = store.job_build_config(args.job) if args.build else store.job_config(args.job)
+    config = _current(ctx, args.job, build=args.build)
     missing = [key for key in args.keys if key not in config]
     if missing:
         what = "build config" if args.build else "config"
         raise CommandFailed(f"{args.job} has no {what} {missing[0]}")
     remaining = {k: v for k, v in config.items() if k not in args.keys}
-    if args.build:
-        return _store_build_config(ctx, "config:unset", args.job, remaining, sorted(args.keys))
-    return await _reconfigure(ctx, "config:unset", args.job, remaining, sorted(args.keys))
+    return await _change(ctx, "config:unset", args.job, remaining, sorted(args.keys), args.build)

@@ -125,12 +125,13 @@ def _checked_example(what: str, example: Any) -> dict[str, Any]:
     if not isinstance(example, dict):
         raise InitError(f"{what} must be a JSON object (a dict), not {type(example).__name__}")
     try:
-        size = len(to_json(example))
+        encoded = to_json(example)
     except (TypeError, ValueError) as exc:
         raise InitError(f"{what} is not JSON serializable: {exc}") from exc
-    if size > MAX_EXAMPLE_BYTES:
+    if len(encoded) > MAX_EXAMPLE_BYTES:
+        size = len(encoded)
         raise InitError(f"{what} is {size} bytes as JSON; the limit is {MAX_EXAMPLE_BYTES}")
-    return json.loads(to_json(example))
+    return json.loads(encoded)  # as the docs will show it: dates as strings, tuples as lists
 
 
 def _static_endpoints(
@@ -155,8 +156,7 @@ def _static_endpoints(
         if resolved.is_dir():
             dirs[path] = resolved
         elif resolved.is_file():
-            guessed = mimetypes.guess_type(resolved.name)[0] or "application/octet-stream"
-            files[path] = StaticFile(resolved, mimetype or guessed)
+            files[path] = StaticFile(resolved, mimetype or guess_mimetype(resolved))
         else:
             raise InitError(f"static_endpoints: {relative!r} does not exist in the job's directory")
     return files, dirs
@@ -172,6 +172,10 @@ def _static_target(name: str, target: Any) -> tuple[str, str | None]:
     ):
         return target[0], target[1]
     raise InitError(f"static_endpoints: {name!r} must map to a file or a (file, mimetype) pair")
+
+
+def guess_mimetype(path: Path) -> str:
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
 def static_dir_file(root: Path, rest: str) -> Path | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import mimetypes
 import os
 import re
 import traceback
@@ -22,7 +21,7 @@ from urllib.parse import unquote
 
 from .concurrency import TooBusy
 from .docs_page import swagger_ui_page
-from .job_api import WEBVIEW_PATH, JobApi, static_dir_file
+from .job_api import WEBVIEW_PATH, JobApi, guess_mimetype, static_dir_file
 from .openapi import openapi_document
 from .request_context import RequestContext, current_request
 from .responses import Response, error, json_response, redirect
@@ -65,8 +64,10 @@ class Router:
         self.state = state
         self._openapi: dict[str, Any] | None = None
 
-    def metric_endpoint(self, request: Request) -> str | None:
-        """The label a call of the job's own endpoints is counted under (None: not counted)."""
+    def job_endpoint(self, request: Request) -> str | None:
+        """Which of the job's own endpoints `request` is for (None: the wrapper's, or none):
+        a callable or static file path, a static directory's prefix, or the webview. It names
+        the endpoint in metrics too, so that counts never use raw paths."""
         api = self.state.api
         if api is None:
             return None
@@ -76,11 +77,12 @@ class Router:
         if path == WEBVIEW_PATH or path.startswith(WEBVIEW_PATH + "/"):
             return WEBVIEW_PATH
         for prefix in api.static_dirs:
-            if path.startswith(prefix + "/"):
+            if path == prefix or path.startswith(prefix + "/"):
                 return prefix
         return None
 
-    def route(self, request: Request) -> Response:
+    def route(self, request: Request, endpoint: str | None) -> Response:
+        """The answer to `request`, whose job endpoint (`job_endpoint`) the caller found."""
         method = "GET" if request.method == "HEAD" else request.method
         path = request.path
         if method == "GET" and path in PLATFORM_PATHS:
@@ -92,7 +94,9 @@ class Router:
         api = self.state.api
         if api is None:
             return error(503, f"the job is not ready ({self.state.status})", "NotReady")
-        return self._job(api, method, request)
+        if endpoint is None:
+            return error(404, f"no endpoint {path}", "NotFound")
+        return self._job(api, method, request, endpoint)
 
     # the wrapper's endpoints
 
@@ -161,35 +165,26 @@ class Router:
 
     # the job's endpoints
 
-    def _job(self, api: JobApi, method: str, request: Request) -> Response:
+    def _job(self, api: JobApi, method: str, request: Request, endpoint: str) -> Response:
         path = request.path
-        if path in api.endpoints:
+        if endpoint in api.endpoints:
             if method != "POST":
                 return error(405, f"use POST for {path}", "MethodNotAllowed", [("Allow", "POST")])
             return self._call(api, path, request.body)
-        if path == WEBVIEW_PATH or path.startswith(WEBVIEW_PATH + "/"):
+        if endpoint == WEBVIEW_PATH:
             if api.webview is None:
                 return error(404, "this job has no webview_app", "NotFound")
             answer = api.webview(_web_request(request, path.removeprefix(WEBVIEW_PATH) or "/"))
             return _from_web_response(answer)
-        static = self._static(api, path)
-        if static is not None:
-            if method != "GET":
-                return error(405, f"use GET for {path}", "MethodNotAllowed", [("Allow", "GET")])
-            return static
-        return error(404, f"no endpoint {path}", "NotFound")
-
-    def _static(self, api: JobApi, path: str) -> Response | None:
-        if path in api.static_files:
-            static = api.static_files[path]
+        if method != "GET":
+            return error(405, f"use GET for {path}", "MethodNotAllowed", [("Allow", "GET")])
+        if endpoint in api.static_files:
+            static = api.static_files[endpoint]
             return Response(200, content_type=static.mimetype, file=static.path)
-        for prefix, root in api.static_dirs.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                found = static_dir_file(root, unquote(path.removeprefix(prefix)))
-                if found is None:
-                    return error(404, f"no file {path}", "NotFound")
-                return Response(200, content_type=_guess_type(found), file=found)
-        return None
+        found = static_dir_file(api.static_dirs[endpoint], unquote(path.removeprefix(endpoint)))
+        if found is None:
+            return error(404, f"no file {path}", "NotFound")
+        return Response(200, content_type=guess_mimetype(found), file=found)
 
     def _call(self, api: JobApi, path: str, body: bytes) -> Response:
         try:
@@ -289,7 +284,3 @@ def _from_web_response(answer: WebResponse) -> Response:
         else:
             headers.append((name, value))  # the server keeps Content-Length for HEAD only
     return Response(answer.status, answer.body, content_type, headers)
-
-
-def _guess_type(path: Path) -> str:
-    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"

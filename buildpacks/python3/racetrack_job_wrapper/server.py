@@ -73,11 +73,11 @@ class JobRequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._write(error(exc.status, str(exc), "BadRequest"), context.tracing_id)
                 return
-            endpoint = self.router.metric_endpoint(request)
+            endpoint = self.router.job_endpoint(request)
             if endpoint is not None:
                 self.state.metrics.started()
             try:
-                response = self.router.route(request)
+                response = self.router.route(request, endpoint)
             except Exception as exc:  # a bug or a hostile input: answer, and keep serving
                 log.exception("%s %s failed", self.command, path)
                 response = error(500, f"the wrapper failed: {exc}", type(exc).__name__)
@@ -108,6 +108,8 @@ class JobRequestHandler(BaseHTTPRequestHandler):
                 self._copy(source, size)
 
     def _copy(self, source: Any, size: int) -> None:
+        """Exactly `size` bytes, the Content-Length sent: a file that shrank meanwhile is padded
+        rather than leaving the kept-alive connection out of step."""
         left = size
         while left > 0:
             chunk = source.read(min(FILE_CHUNK, left)) or b"\0" * min(FILE_CHUNK, left)
