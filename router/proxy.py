@@ -1,19 +1,26 @@
 """The reverse proxy for `/pub/job/<name>/<version>/<path>`.
 
 One pooled keep-alive `ClientSession` serves every upstream; request and response bodies are
-streamed chunk by chunk, never held whole in memory.
+streamed chunk by chunk, never held whole in memory, and passed on as they came (a compressed
+body stays compressed: decoding it is the job's business).
+
+An upstream that does not answer within `upstream_timeout` gets its caller a 504; one that
+stalls that long in the middle of a body has its caller's connection cut.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import exposition as prometheus_exposition
@@ -65,6 +72,66 @@ def _strip_auth_cookie(cookie_header: str) -> str:
     return "; ".join(kept)
 
 
+class _AnswerDeadline:
+    """Cancels a pending upstream request once `seconds` pass without the upstream answering.
+
+    The clock starts with the request and restarts whenever the upstream has taken a chunk of
+    the request body (and at its end), so the wait for the response headers is bounded from the
+    moment the job has the whole request. It stands still while the body is being read from the
+    caller: a slow upload is not the job's delay. The body is written by an aiohttp task, and the
+    request runs in a task of its own, so that an expiry cancels only that request.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._seconds = seconds
+        self._at: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Future[Any] | None = None
+        self.expired = False
+
+    def watch(self, task: asyncio.Future[Any]) -> None:
+        self._task = task
+        self.restart()
+
+    def restart(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        self._at = self._loop.time() + self._seconds
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._at, self._check)
+
+    def pause(self) -> None:
+        self._at = None
+
+    def stop(self) -> None:
+        self._task = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._task is None or self._task.done() or self._at is None:
+            return  # answered, or paused: restart() sets the clock again
+        if self._loop.time() < self._at:  # restarted since this check was scheduled
+            self._handle = self._loop.call_at(self._at, self._check)
+            return
+        self.expired = True
+        self._task.cancel()
+
+
+async def _request_body(content: StreamReader, deadline: _AnswerDeadline) -> AsyncIterator[bytes]:
+    """The caller's body as it arrives, telling `deadline` when the upstream is the one awaited."""
+    while True:
+        deadline.pause()
+        chunk = await content.readany()
+        deadline.restart()
+        if not chunk:
+            return
+        yield chunk
+
+
 class Router:
     """Holds the current route snapshot and serves the proxy application."""
 
@@ -74,11 +141,18 @@ class Router:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float | None = None,
+        upstream_timeout: float = 300.0,
     ) -> None:
+        """`upstream_timeout`: seconds an upstream has for its response headers once it has the
+        request (504 past that), and, unless `read_timeout` says otherwise, the longest silence
+        between chunks of its response body (the caller's connection is cut past that)."""
         self._snapshot: RouteSnapshot = EMPTY_SNAPSHOT
         self._authorizer = authorizer
+        self._upstream_timeout = upstream_timeout
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            total=None,
+            sock_connect=connect_timeout,
+            sock_read=upstream_timeout if read_timeout is None else read_timeout,
         )
         self._session: aiohttp.ClientSession | None = None
         self._in_flight = InFlight()
@@ -105,7 +179,9 @@ class Router:
         self._snapshot = snapshot
 
     def make_app(self) -> web.Application:
-        app = web.Application()
+        # Bodies go upstream byte for byte: decompressed here, they would reach the job still
+        # labelled with their Content-Encoding and Content-Length, which no longer fit them.
+        app = web.Application(handler_args={"auto_decompress": False})
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_route("*", r"/pub/job/{job}/{version}{tail:(/.*)?}", self._proxy)
@@ -231,6 +307,24 @@ class Router:
                     tried.add(alternative)
                     upstream = alternative
 
+    def _gateway_timeout(self, route: JobRoute, upstream: str, tracing_id: str) -> web.Response:
+        self._requests.labels(route.job, route.version, "504").inc()
+        log.warning(
+            "upstream %s of %s %s did not answer within %gs (request %s)",
+            upstream,
+            route.job,
+            route.version,
+            self._upstream_timeout,
+            tracing_id,
+        )
+        return _json_error(
+            504,
+            f"job {route.job} {route.version} did not answer within {self._upstream_timeout:g}s",
+            job=route.job,
+            version=route.version,
+            request_id=tracing_id,
+        )
+
     def _bad_gateway(self, route: JobRoute, tracing_id: str, exc: Exception) -> web.Response:
         self._requests.labels(route.job, route.version, "502").inc()
         log.warning(
@@ -245,21 +339,44 @@ class Router:
             request_id=tracing_id,
         )
 
-    async def _send(
+    async def _answer(
         self, request: web.Request, route: JobRoute, upstream: str, path: str, tracing_id: str
-    ) -> web.StreamResponse:
+    ) -> aiohttp.ClientResponse:
+        """The upstream's response once its headers are in; TimeoutError when `_AnswerDeadline`
+        expired first (or aiohttp's sock_read did, after the whole request was sent)."""
         assert self._session is not None, "router session not started"
-        started = time.perf_counter()
-        body = request.content if request.body_exists else None
-        response: web.StreamResponse | None = None
-        try:
-            async with self._session.request(
+        deadline = _AnswerDeadline(self._upstream_timeout)
+        body = _request_body(request.content, deadline) if request.body_exists else None
+        pending = asyncio.ensure_future(
+            self._session.request(
                 request.method,
                 upstream + path,
                 headers=self._upstream_headers(request, route, tracing_id),
                 data=body,
                 allow_redirects=False,
-            ) as upstream_response:
+            )
+        )
+        deadline.watch(pending)
+        try:
+            return await pending
+        except asyncio.CancelledError:
+            if pending.done() and not pending.cancelled() and pending.exception() is None:
+                pending.result().close()  # the caller left just as the answer came
+            current = asyncio.current_task()
+            if deadline.expired and not (current is not None and current.cancelling()):
+                raise TimeoutError from None
+            raise
+        finally:
+            deadline.stop()
+
+    async def _send(
+        self, request: web.Request, route: JobRoute, upstream: str, path: str, tracing_id: str
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        response: web.StreamResponse | None = None
+        try:
+            upstream_response = await self._answer(request, route, upstream, path, tracing_id)
+            async with upstream_response:
                 self._duration.labels(route.job, route.version).observe(
                     time.perf_counter() - started
                 )
@@ -277,6 +394,8 @@ class Router:
                 return response
         except aiohttp.ClientConnectorError:
             raise  # nothing was sent: _forward may try another instance
+        except aiohttp.ConnectionTimeoutError as exc:
+            return self._bad_gateway(route, tracing_id, exc)  # sock_connect: unreachable
         except (aiohttp.ClientError, TimeoutError) as exc:
             if response is not None and response.prepared:
                 # Headers are out: the only honest signal left is a cut connection.
@@ -288,4 +407,6 @@ class Router:
                     exc,
                 )
                 raise
+            if isinstance(exc, TimeoutError):
+                return self._gateway_timeout(route, upstream, tracing_id)
             return self._bad_gateway(route, tracing_id, exc)

@@ -1,11 +1,16 @@
 """The router over real loopback HTTP, in front of a small aiohttp upstream."""
 
 import asyncio
+import contextlib
+import gzip
+import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from router.auth import AuthDenied
@@ -14,8 +19,8 @@ from router.routes import JobRoute, RouteSnapshot
 
 
 @asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
+async def serving(app: web.Application, **runner_options) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, **runner_options)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -31,19 +36,28 @@ def route_to(upstream: str, version: str = "1.0.0", public: tuple[str, ...] = ()
     )
 
 
+def answering(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    """An upstream answering every path with `handler`."""
+    upstream = web.Application()
+    upstream.router.add_route("*", "/{tail:.*}", handler)
+    return upstream
+
+
 @asynccontextmanager
 async def routed(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     *,
     authorizer=None,
     public: tuple[str, ...] = (),
+    **router_options,
 ) -> AsyncIterator[str]:
     """A router in front of an upstream answering every path with `handler`; yields the
     router's URL for job `echo` 1.0.0 (`.../pub/job/echo`)."""
-    upstream = web.Application()
-    upstream.router.add_route("*", "/{tail:.*}", handler)
-    router = Router(authorizer=authorizer)
-    async with serving(upstream) as upstream_url, serving(router.make_app()) as router_url:
+    router = Router(authorizer=authorizer, **router_options)
+    async with (
+        serving(answering(handler)) as upstream_url,
+        serving(router.make_app()) as router_url,
+    ):
         router.publish(route_to(upstream_url, public=public))
         yield f"{router_url}/pub/job/echo"
 
@@ -226,5 +240,195 @@ def test_a_swap_never_disturbs_requests_already_routed():
             assert await after.json() == "new"
             hold.set()
             assert await (await in_flight).json() == "old"
+
+    run(scenario)
+
+
+def test_a_job_that_never_answers_is_504_in_time_and_the_router_goes_on(caplog):
+    """The call ends after `upstream_timeout`, is counted and logged once, and no longer holds
+    the upstream's in-flight count (a swap's drain is not kept waiting)."""
+    release = asyncio.Event()
+
+    async def hangs_on_request(request: web.Request) -> web.Response:
+        if request.path == "/hang":
+            await release.wait()
+        return web.json_response("fine")
+
+    async def scenario() -> None:
+        router = Router(authorizer=None, upstream_timeout=0.5)
+        async with (
+            serving(answering(hangs_on_request)) as upstream_url,
+            serving(router.make_app()) as router_url,
+            aiohttp.ClientSession() as client,
+        ):
+            router.publish(route_to(upstream_url))
+            try:
+                started = time.monotonic()
+                hung = await client.get(
+                    f"{router_url}/pub/job/echo/1.x/hang", headers={"X-Request-Tracing-Id": "t1"}
+                )
+                elapsed = time.monotonic() - started
+                assert hung.status == 504
+                assert await hung.json() == {
+                    "error": "job echo 1.0.0 did not answer within 0.5s",
+                    "job": "echo",
+                    "version": "1.0.0",
+                    "request_id": "t1",
+                }
+                assert 0.45 <= elapsed < 2.5
+                assert await router.drain([upstream_url], 1.0)
+                fine = await client.get(f"{router_url}/pub/job/echo/1.0.0/other")
+                assert (fine.status, await fine.json()) == (200, "fine")
+            finally:
+                release.set()
+        counted = router.registry.get_sample_value(
+            "racetrack_router_requests_total", {"job": "echo", "version": "1.0.0", "status": "504"}
+        )
+        assert counted == 1
+
+    with caplog.at_level(logging.WARNING, logger="racetrack.router"):
+        run(scenario)
+    warnings = [r for r in caplog.records if r.name == "racetrack.router"]
+    assert len(warnings) == 1
+    assert "did not answer within 0.5s" in warnings[0].getMessage()
+
+
+def test_a_response_stalling_mid_body_is_cut():
+    """Its headers are out, so the caller sees the connection end before the body does."""
+    release = asyncio.Event()
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first;")
+        await release.wait()
+        with contextlib.suppress(ConnectionResetError):  # the router has hung up by now
+            await response.write_eof()
+        return response
+
+    async def scenario() -> None:
+        async with (
+            routed(stalls, upstream_timeout=0.5) as job_url,
+            aiohttp.ClientSession() as client,
+            client.get(f"{job_url}/1.0.0/stream") as response,
+        ):
+            try:
+                assert response.status == 200
+                assert await response.content.readexactly(6) == b"first;"
+                started = time.monotonic()
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await asyncio.wait_for(response.content.read(), 5)
+                assert time.monotonic() - started < 2.5
+            finally:
+                release.set()
+
+    run(scenario)
+
+
+def test_a_slow_upload_does_not_count_against_the_job():
+    """The clock stands still while the caller is the one sending: an upload taking longer than
+    `upstream_timeout` still gets the job's answer."""
+
+    async def consume(request: web.Request) -> web.Response:
+        return web.json_response({"body": (await request.read()).decode()})
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in (b"a;", b"b;", b"c;", b"d"):
+            yield part
+            await asyncio.sleep(0.3)
+
+    async def scenario() -> None:
+        async with (
+            routed(consume, upstream_timeout=0.5) as job_url,
+            aiohttp.ClientSession() as client,
+            client.post(f"{job_url}/1.0.0/upload", data=body()) as response,
+        ):
+            assert response.status == 200
+            assert await response.json() == {"body": "a;b;c;d"}
+
+    run(scenario)
+
+
+def test_a_compressed_request_body_reaches_the_job_as_sent():
+    """The router passes the bytes on; the job's server is the one that inflates them."""
+    original = b"racetrack " * 10_000
+    seen: dict = {}
+
+    async def inflate(request: web.Request) -> web.Response:
+        seen.update(encoding=request.headers.get("Content-Encoding"), body=await request.read())
+        return web.json_response("ok")
+
+    async def scenario() -> None:
+        async with routed(inflate) as job_url, aiohttp.ClientSession() as client:
+            response = await client.post(
+                f"{job_url}/1.0.0/upload",
+                data=gzip.compress(original),
+                headers={"Content-Encoding": "gzip"},
+            )
+            assert response.status == 200
+
+    run(scenario)
+    assert seen == {"encoding": "gzip", "body": original}
+
+
+@asynccontextmanager
+async def raw_upstream(answer: Callable[[asyncio.StreamWriter], Awaitable[None]]):
+    """A TCP upstream that does `answer` with each connection, reading nothing; yields its URL."""
+    release = asyncio.Event()
+    handlers: set[asyncio.Task] = set()
+
+    async def on_connection(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())
+        try:
+            with contextlib.suppress(ConnectionError):  # the router hung up
+                await answer(writer)
+                await release.wait()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        release.set()
+        server.close()
+        await asyncio.gather(*handlers)
+        await server.wait_closed()
+
+
+def test_the_timeout_bounds_the_whole_wait_for_headers_not_just_silence():
+    """An upstream trickling its response head keeps aiohttp's sock_read from firing, and one
+    that never reads the request body keeps it from starting: both are 504 after the timeout."""
+
+    async def trickle_head(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            writer.write(b"X-Still: coming\r\n")
+            await writer.drain()
+
+    async def nothing(_writer: asyncio.StreamWriter) -> None:
+        pass
+
+    async def big_body() -> AsyncIterator[bytes]:
+        for _ in range(512):  # 32 MiB: more than the socket buffers between router and job
+            yield b"x" * 65536
+
+    async def scenario() -> None:
+        for answer, body in ((trickle_head, None), (nothing, big_body())):
+            router = Router(authorizer=None, upstream_timeout=0.5)
+            async with (
+                raw_upstream(answer) as upstream_url,
+                # aiohttp gives a caller that hung up mid-upload 10 s of lingering: not waited for
+                serving(router.make_app(), shutdown_timeout=0.5) as router_url,
+                aiohttp.ClientSession() as client,
+            ):
+                router.publish(route_to(upstream_url))
+                started = time.monotonic()
+                async with client.post(f"{router_url}/pub/job/echo/1.0.0/", data=body) as response:
+                    assert response.status == 504, answer
+                    assert (await response.json())["error"].endswith("within 0.5s")
+                assert time.monotonic() - started < 3
+                assert await router.drain([upstream_url], 1.0)
 
     run(scenario)
