@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,10 +20,40 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 SECRET_MASK = "********"
+NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device", as tools print it
 
 
 class BuildFailed(Exception):
     """The build could not produce an artifact; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class IsolatedStep:
+    """A build step's argv wrapped in the platform's sandbox, and the descriptors it needs."""
+
+    argv: tuple[str, ...]
+    pass_fds: tuple[int, ...] = ()
+    close: Callable[[], None] = lambda: None
+
+
+class BuildIsolation(Protocol):
+    """Runs the build steps that execute the job's own code (`pip install` runs a package's
+    setup.py) out of the platform's reach: the step sees the system, the given directories and
+    nothing else of the machine, as the job family's user."""
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        """The uid and gid that must own the step's writable directories."""
+        ...
+
+    def wrap(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        read_only: Sequence[Path] = (),
+        writable: Sequence[Path] = (),
+    ) -> IsolatedStep: ...
 
 
 @dataclass(frozen=True)
@@ -38,6 +71,9 @@ class BuildRequest:
     # build config (`config:set --build`); given to the dependency install step only, never
     # written into an artifact, never shown (build output is masked)
     build_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # the sandbox for steps that run the job's code; None: they run as the platform's user
+    # (docker builds run them in build containers instead)
+    isolation: BuildIsolation | None = None
 
 
 class SecretMask:
@@ -194,6 +230,17 @@ class Buildpack(Protocol):
         ...
 
 
+@contextmanager
+def no_space_means(what: str) -> Iterator[None]:
+    """A full disk while `what` fails the build saying so, not as an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BuildFailed(f"no space left on device while {what}") from None
+        raise
+
+
 def run_logged(
     argv: Sequence[str],
     progress: Progress,
@@ -225,6 +272,8 @@ def run_logged(
     if cancelled is not None and cancelled.is_set():
         raise BuildFailed(f"{what} was cancelled")
     if status != 0:
+        if any(NO_SPACE in line for line in tail):
+            raise BuildFailed(f"no space left on device while running {what}")
         last = next((line for line in reversed(tail) if line.strip()), "")
         raise BuildFailed(
             f"{what} failed with exit status {status}" + (f": {last}" if last else "")

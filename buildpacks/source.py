@@ -132,9 +132,12 @@ def read_env_file(root: Path, relative: str, field: str) -> dict[str, str]:
     return values
 
 
-def copy_job_source(source: Path, dest: Path, manifest: Manifest) -> None:
-    """Copy the job's directory for a build: without `.git`, and without the manifest's secret
-    env files, which are read by the platform and never copied into an artifact."""
+def copy_job_source(source: Path, dest: Path, manifest: Manifest) -> list[str]:
+    """Copy the job's directory for a build: without `.git`, without the manifest's secret
+    env files (read by the platform, never copied into an artifact), and without symlinks that
+    lead out of the job's directory (checked on the copy, which is what the job gets: a link
+    that stays inside the repository but leaves the job's directory would point elsewhere
+    from the artifact). Returns a warning per link left out."""
     secret_files = [
         f for f in (manifest.secret_build_env_file, manifest.secret_runtime_env_file) if f
     ]
@@ -144,6 +147,24 @@ def copy_job_source(source: Path, dest: Path, manifest: Manifest) -> None:
         return {n for n in names if n == ".git" or (Path(directory) / n).resolve() in excluded}
 
     shutil.copytree(source, dest, symlinks=True, ignore=ignore)
+    return drop_escaping_symlinks(dest)
+
+
+def drop_escaping_symlinks(root: Path) -> list[str]:
+    """Remove the links below `root` whose target, with every link followed, is outside it (or
+    a loop); checked after all links exist, so that chains resolve as the kernel would."""
+    warnings: list[str] = []
+    for directory, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(directory) / name
+            if path.is_symlink() and not is_inside(root, path):
+                link = os.readlink(path)
+                path.unlink()
+                shown = path.relative_to(root).as_posix()
+                warnings.append(
+                    f"left out symlink {shown!r} -> {link!r}: it leads out of the job's directory"
+                )
+    return warnings
 
 
 def read_secret_env_file(job_dir: Path, relative: str, field_name: str) -> dict[str, str] | None:

@@ -18,6 +18,7 @@ from controller.commands import COMMANDS, run_api_command
 from controller.permissions import Principal
 from controller.services import Services
 from router.auth import token_from_request
+from router.http_server import refuse_compressed_bodies
 
 SERVICES_KEY = web.AppKey("services", Services)
 MAX_BODY = 1024 * 1024
@@ -65,7 +66,8 @@ async def _jobs(request: web.Request) -> web.Response:
 
 
 def make_api_app(services: Services) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    # bodies are small JSON: a compressed one is refused before it is inflated
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[refuse_compressed_bodies])
     app[SERVICES_KEY] = services
     app.router.add_get("/health", _health)
     app.router.add_get("/api/v1/jobs", _jobs)

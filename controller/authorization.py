@@ -1,9 +1,10 @@
 """The router's authorizer: who may call which job, asked once per (token, job, version,
-endpoint) and remembered for a short while.
+endpoint) and, when the answer is yes, remembered for a short while (`--auth-cache`).
 
-A revoked grant or token therefore stops working within the cache's lifetime
-(`--auth-cache`, 10 s by default), not at once; the router never waits on the store for a call
-it has seen recently.
+A refusal is never remembered, so a grant works from the next call on. A yes is forgotten the
+moment anything changes who may do what (a grant or its revocation, a token revoked, a user or a
+key removed: the store tells `invalidate`), so a revocation works from the next call on too. The
+router never waits on the store for a call it has allowed recently.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ class CallAuthorizer:
         self._accounts = accounts
         self._permissions = permissions
         self._ttl = cache_seconds
-        self._cache: dict[tuple[str, str, str, str], tuple[float, AuthDenied | None]] = {}
+        self._allowed: dict[tuple[str, str, str, str], float] = {}  # key → when it expires
+        # bumped by every invalidation: an answer decided before one is not remembered after it
+        self._generation = 0
+
+    def invalidate(self) -> None:
+        """Who may do what changed: forget every remembered answer."""
+        self._generation += 1
+        self._allowed.clear()
 
     async def __call__(
         self, token: str | None, job: str, version: str, path: str
@@ -34,16 +42,21 @@ class CallAuthorizer:
             return self._decide(token, job, version, path)
         key = (hash_token(token), job, version, path)
         now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        expires = self._allowed.get(key)
+        if expires is not None and expires > now:
+            return None
+        generation = self._generation
         decision = self._decide(token, job, version, path)
-        if len(self._cache) >= MAX_CACHED:
-            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            if len(self._cache) >= MAX_CACHED:
-                self._cache.clear()
-        self._cache[key] = (now + self._ttl, decision)
+        if decision is None and generation == self._generation:
+            self._remember(key, now)
         return decision
+
+    def _remember(self, key: tuple[str, str, str, str], now: float) -> None:
+        if len(self._allowed) >= MAX_CACHED:
+            self._allowed = {k: v for k, v in self._allowed.items() if v > now}
+            if len(self._allowed) >= MAX_CACHED:
+                self._allowed.clear()
+        self._allowed[key] = now + self._ttl
 
     def _decide(self, token: str | None, job: str, version: str, path: str) -> AuthDenied | None:
         try:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from buildpacks.docker_build import DockerBuildSettings
@@ -14,17 +15,29 @@ from controller.errors import StartupError
 from controller.platform import Platform, Settings, display_host
 from controller.runtime_setup import RuntimeSettings
 from controller.runtimes.docker import HOST_NETWORK
+from controller.runtimes.log_files import LogSettings
 from controller.runtimes.resources import memory_bytes
+from controller.runtimes.sandbox import DEFAULT_JOB_USER_BASE
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
-    return port
+def _integer(what: str, low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`, refused naming `what`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not {what} ({low}-{high})")
+        return value
+
+    return parse
+
+
+_port = _integer("a port number", 0, 65535)
+_uid = _integer("a uid", 1000, 2**31 - 1_000_000)
+_count = _integer("a number", 1, 1_000_000)
 
 
 def _size(text: str) -> int:
@@ -111,14 +124,98 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest pack a push may send, e.g. 100Mi (a larger push is refused, repo unchanged)",
     )
     serve.add_argument(
+        "--max-push-inflated",
+        type=_size,
+        metavar="SIZE",
+        help="what a push may inflate to (default: 10 times --max-push-size); refused while it"
+        " arrives, repo unchanged",
+    )
+    serve.add_argument(
+        "--max-object-size",
+        type=_size,
+        default="100Mi",
+        metavar="SIZE",
+        help="the largest file (git object) a push may hold, inflated",
+    )
+    serve.add_argument(
+        "--git-idle-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="a git client that sends and takes nothing this long is disconnected",
+    )
+    serve.add_argument(
+        "--max-git-sessions-per-user",
+        type=_count,
+        default=8,
+        metavar="N",
+        help="git pushes and fetches one user may run at once",
+    )
+    serve.add_argument(
         "--auth-cache",
         type=float,
         default=10.0,
-        help="seconds the router remembers a call's permission (a revoke applies within this)",
+        help="seconds the router remembers that a caller may call an endpoint (grants,"
+        " revocations and removals apply at once)",
+    )
+    serve.add_argument(
+        "--upstream-timeout",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="a job's time to start answering a call before the caller gets 504",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="an HTTP client's time to send a request's head before it is disconnected",
     )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    _local_flags(serve.add_argument_group("local runtime"))
     _docker_flags(serve.add_argument_group("docker runtime"))
     return parser
+
+
+def _local_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--insecure-single-user",
+        action="store_true",
+        help="run jobs without isolation, with the platform's own rights (one user only: for a"
+        " machine nobody else uses, where bubblewrap cannot run)",
+    )
+    group.add_argument(
+        "--job-user-base",
+        type=_uid,
+        default=DEFAULT_JOB_USER_BASE,
+        metavar="UID",
+        help="as root, each job family runs as uid UID + its number",
+    )
+    group.add_argument(
+        "--log-max-size",
+        type=_size,
+        default="10Mi",
+        metavar="SIZE",
+        help="an instance's log file rotates at this size",
+    )
+    group.add_argument(
+        "--log-keep",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="log files kept per instance (the current one and N-1 rotated ones)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 86400 seconds")
+    return seconds
 
 
 def _docker_flags(group: argparse._ArgumentGroup) -> None:
@@ -182,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             host=display_host(args.host),
             stop_grace=args.stop_grace,
             docker_network=args.docker_network,
+            insecure_single_user=args.insecure_single_user,
+            job_user_base=args.job_user_base,
+            logs=LogSettings(max_bytes=args.log_max_size, keep=args.log_keep),
             build=DockerBuildSettings(
                 python_base_image=args.python_base_image,
                 golang_base_image=args.golang_base_image,
@@ -200,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         ssh_keepalive=args.ssh_keepalive,
         auth_cache=args.auth_cache,
         max_push_bytes=args.max_push_size,
+        max_push_inflated=args.max_push_inflated,
+        max_object_bytes=args.max_object_size,
+        git_idle_timeout=args.git_idle_timeout,
+        max_git_sessions_per_user=args.max_git_sessions_per_user,
+        upstream_timeout=args.upstream_timeout,
+        header_timeout=args.header_timeout,
     )
     try:
         asyncio.run(Platform(settings).run(lambda banner: print(banner, flush=True)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ log = logging.getLogger("racetrack.deployer")
 Progress = Callable[[str], None]
 Drain = Callable[[list[str], float], Awaitable[bool]]
 CRASH_BACKOFF_FIRST = 1.0
+MAX_KEPT_BYTES = 2 * 1024 * 1024  # of a deploy's output, kept with its release
+MAX_HEAD_BYTES = 64 * 1024  # of which the beginning
 CRASH_BACKOFF_MAX = 60.0
 
 __all__ = ["DeployFailed", "DeploySettings", "Deployer"]
@@ -45,18 +48,39 @@ __all__ = ["DeployFailed", "DeploySettings", "Deployer"]
 
 @dataclass
 class BuildLog:
-    """Every line of a deploy's output: streamed to the pusher and kept with the release."""
+    """Every line of a deploy's output, streamed to the pusher; the release keeps the first
+    lines and the last MAX_KEPT_BYTES of them (a build that prints without end cannot fill the
+    store or the platform's memory)."""
 
     forward: Progress
-    lines: list[str] = field(default_factory=list)
+    head: list[str] = field(default_factory=list)
+    tail: deque[str] = field(default_factory=deque)
+    _head_bytes: int = 0
+    _tail_bytes: int = 0
+    _dropped: int = 0
 
     def __call__(self, line: str) -> None:
-        self.lines.append(line)
         self.forward(line)
+        size = len(line) + 1
+        if self._head_bytes + size <= MAX_HEAD_BYTES and not self.tail:
+            self.head.append(line)
+            self._head_bytes += size
+            return
+        self.tail.append(line)
+        self._tail_bytes += size
+        while self._tail_bytes > MAX_KEPT_BYTES - MAX_HEAD_BYTES and len(self.tail) > 1:
+            self._tail_bytes -= len(self.tail.popleft()) + 1
+            self._dropped += 1
+
+    @property
+    def lines(self) -> list[str]:
+        gap = [f"[... {self._dropped} lines of output not kept ...]"] if self._dropped else []
+        return [*self.head, *gap, *self.tail]
 
     @property
     def text(self) -> str:
-        return "\n".join(self.lines) + ("\n" if self.lines else "")
+        lines = self.lines
+        return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _quiet() -> BuildLog:
@@ -183,16 +207,20 @@ class Deployer:
         branch: RefUpdate | None = None,
         *,
         permit: Callable[[str], None] = lambda _version: None,
+        claim: Callable[[], None] = lambda: None,
     ) -> Release:
         """Deploy `commit` as a new release. For a push, `branch` moves at the commit point:
         after the release is ready, before it serves, while this job's lock is held.
-        `permit(version)` runs once the manifest names the version; it raises to refuse."""
+        `claim()` runs first under the lock (it holds a new job name for the deployer, or
+        raises DeployFailed); `permit(version)` runs once the manifest names the version; it
+        raises to refuse."""
         async with self._locked(job, f"deploy of {job} by {deployed_by}", progress):
             if branch is not None:
                 try:
                     branch.check()
                 except RefMoved as exc:
                     raise DeployFailed(str(exc)) from None
+            claim()
             release = self._store.create_release(
                 job, commit, deployed_by, config=self._store.job_config(job)
             )
@@ -562,6 +590,7 @@ class Deployer:
     def _specs(self, release: Release, manifest: Manifest) -> list[InstanceSpec]:
         assert release.artifact is not None and release.version is not None
         env = self._instance_env(release, manifest)
+        slot = self._store.family_slot(release.job)
         return [
             InstanceSpec(
                 release.job,
@@ -571,6 +600,7 @@ class Deployer:
                 release.artifact,
                 env,
                 manifest.resources,
+                family_slot=slot,
             )
             for i in range(manifest.replicas)
         ]
@@ -582,6 +612,7 @@ class Deployer:
         until every one is ready; on any failure, stop them all."""
         specs = self._specs(release, manifest)
         build_log(f"Starting {len(specs)} instance(s) on the {self._runtime.name} runtime")
+        build_log(f"Each instance is {self._runtime.isolation(specs[0])}")
         instances = await self._start_specs(specs, adopt=adopt)
         build_log("All instances are ready")
         return instances

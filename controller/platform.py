@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from buildpacks.build import Buildpack
+from buildpacks.build import BuildIsolation, Buildpack
 from buildpacks.docker_http import DockerHttpBuildpack
 from buildpacks.docker_proxy import DockerProxyBuildpack
 from buildpacks.golang import GolangBuildpack
@@ -27,16 +27,23 @@ from controller.errors import StartupError
 from controller.keyfiles import load_or_create_host_key, load_or_create_token_key
 from controller.permissions import Permissions
 from controller.runtime_setup import RuntimeSettings, make_runtime
+from controller.runtimes.base import Runtime
+from controller.runtimes.local import LocalRuntime
+from controller.runtimes.sandbox import BuildSandbox
 from controller.services import Services
 from controller.serving import ServingTable
 from controller.ssh_operations import SshOperations
 from controller.store import Store
 from controller.tokens import TokenMinter
+from gitreceiver.pack_limits import PackLimits
 from gitreceiver.repos import RepoStore
 from gitreceiver.server import GitReceiver
+from router.http_server import serve_http
 from router.proxy import Router
 
 log = logging.getLogger("racetrack")
+# seconds an idle kept-alive HTTP connection is kept (above nginx's 60 s upstream keepalive)
+KEEPALIVE_TIMEOUT = 75.0
 T = TypeVar("T")
 
 
@@ -58,6 +65,12 @@ class Settings:
     ssh_keepalive: float = 15.0
     auth_cache: float = 10.0
     max_push_bytes: int = 100 * 1024 * 1024
+    max_push_inflated: int | None = None  # what a push may inflate to (default: 10 times the above)
+    max_object_bytes: int = 100 * 1024 * 1024  # one file (blob) of a push, inflated
+    git_idle_timeout: float = 120.0  # a git client's silence before its session is closed
+    max_git_sessions_per_user: int = 8
+    upstream_timeout: float = 300.0  # a job's time to start answering a call (then: 504)
+    header_timeout: float = 10.0  # a client's time to send a request's head (then: closed)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -77,16 +90,31 @@ async def _listen(starting: Awaitable[T], host: str, port: int, what: str) -> T:
         raise StartupError(f"cannot listen on {host}:{port} ({what}): {_os_reason(exc)}") from None
 
 
-async def _serve_http(app: web.Application, host: str, port: int, what: str) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await _listen(site.start(), host, port, what)
-    except StartupError:
-        await runner.cleanup()
-        raise
-    return runner
+async def _serve_http(
+    app: web.Application, host: str, port: int, what: str, header_timeout: float
+) -> web.AppRunner:
+    """Serve with a header-read timeout and bounded keep-alive (see router.http_server)."""
+    return await _listen(
+        serve_http(
+            app,
+            host,
+            port,
+            header_timeout=header_timeout,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        ),
+        host,
+        port,
+        what,
+    )
+
+
+def _build_isolation(runtime: Runtime, store: Store) -> Callable[[str], BuildIsolation | None]:
+    """The sandbox for a job's build steps that run its code: the local runtime's, as the job
+    family's user (image builds run those steps in build containers)."""
+    sandbox = runtime.sandbox if isinstance(runtime, LocalRuntime) else None
+    if sandbox is None:
+        return lambda _job: None
+    return lambda job: BuildSandbox(sandbox, sandbox.uid_for(store.family_slot(job)))
 
 
 @dataclass
@@ -101,7 +129,8 @@ class Platform:
     async def start(self) -> None:
         settings = self.settings
         data = settings.data_dir.resolve()
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data.chmod(0o700)  # the platform's alone: its keys, database, repos and artifacts
         runtime, image_builder = make_runtime(settings.runtime, data)
         self._store = store = Store(data / "racetrack.db")
         accounts = Accounts(store, TokenMinter(load_or_create_token_key(data)))
@@ -109,19 +138,36 @@ class Platform:
             user = accounts.register_admin_key(key_path)
             if user is not None:
                 log.info("registered %s as admin user %r", key_path, user.name)
+        single_user = settings.runtime.kind == "local" and settings.runtime.insecure_single_user
+        if single_user and len(store.users()) > 1:
+            names = ", ".join(u.name for u in store.users())
+            raise StartupError(
+                f"--insecure-single-user: this platform has {len(store.users())} users"
+                f" ({names}); unisolated jobs would let each of them act as any other"
+            )
 
         permissions = Permissions(store)
         authorizer = CallAuthorizer(accounts, permissions, settings.auth_cache)
-        router = Router(authorizer if settings.auth else None)
-        runner = await _serve_http(router.make_app(), settings.host, settings.router_port, "router")
+        store.auth_listeners.append(authorizer.invalidate)
+        router = Router(
+            authorizer if settings.auth else None, upstream_timeout=settings.upstream_timeout
+        )
+        runner = await _serve_http(
+            router.make_app(),
+            settings.host,
+            settings.router_port,
+            "router",
+            settings.header_timeout,
+        )
         self._runners.append(runner)
         router_port = runner.addresses[0][1]
         shown_host = display_host(settings.host)
         public_url = (settings.public_url or f"http://{shown_host}:{router_port}").rstrip("/")
 
         repos = RepoStore(data / "repos")
+        python3 = Python3Buildpack(data / "artifacts", data / "buildcache")
         buildpacks: dict[str, Buildpack] = {
-            "python3": Python3Buildpack(data / "artifacts", data / "buildcache"),
+            "python3": python3,
             "docker-http": DockerHttpBuildpack(),
             "docker-proxy": DockerProxyBuildpack(),
             "golang": GolangBuildpack(),
@@ -132,7 +178,10 @@ class Platform:
             artifact_kind=runtime.artifact_kind,
             work_dir=data / "work",
             image_builder=image_builder,
+            isolation=_build_isolation(runtime, store),
         )
+        for leftover in [*build.remove_stale_checkouts(), *python3.remove_incomplete()]:
+            log.warning("removed %s: left by a build that did not finish", leftover)
         self._deployer = deployer = Deployer(
             store=store,
             build=build,
@@ -149,7 +198,14 @@ class Platform:
             ),
         )
         await deployer.restore()  # quick: job versions come back in the background
-        services = Services(store, accounts, permissions, deployer, auth_required=settings.auth)
+        services = Services(
+            store,
+            accounts,
+            permissions,
+            deployer,
+            auth_required=settings.auth,
+            single_user=single_user,
+        )
         host_key = load_or_create_host_key(data)
         self._receiver = GitReceiver(
             SshOperations(services),
@@ -157,6 +213,12 @@ class Platform:
             host_key,
             keepalive_interval=settings.ssh_keepalive,
             max_push_bytes=settings.max_push_bytes,
+            pack_limits=PackLimits(
+                max_object_bytes=settings.max_object_bytes,
+                max_inflated_bytes=settings.max_push_inflated or 10 * settings.max_push_bytes,
+            ),
+            idle_timeout=settings.git_idle_timeout,
+            max_git_sessions_per_user=settings.max_git_sessions_per_user,
         )
         ssh_port = await _listen(
             self._receiver.start(settings.host, settings.ssh_port),
@@ -166,7 +228,9 @@ class Platform:
         )
         services.ssh_url = f"ssh://git@{shown_host}:{ssh_port}"
         deployer.ssh_command = f"ssh -p {ssh_port} git@{shown_host}"
-        runner = await _serve_http(make_api_app(services), settings.host, settings.api_port, "api")
+        runner = await _serve_http(
+            make_api_app(services), settings.host, settings.api_port, "api", settings.header_timeout
+        )
         self._runners.append(runner)
         api_port = runner.addresses[0][1]
 

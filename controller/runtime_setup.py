@@ -14,7 +14,10 @@ from controller.errors import StartupError
 from controller.keyfiles import load_or_create_build_secrets_key
 from controller.runtimes.base import Runtime
 from controller.runtimes.docker import HOST_NETWORK, DockerRuntime
+from controller.runtimes.limits import detect_limiter
 from controller.runtimes.local import LocalRuntime
+from controller.runtimes.log_files import LogSettings
+from controller.runtimes.sandbox import DEFAULT_JOB_USER_BASE, Sandbox, SandboxUnavailable
 
 PLATFORM_ID_NAME = "platform-id"
 
@@ -26,6 +29,10 @@ class RuntimeSettings:
     stop_grace: float = 10.0
     docker_network: str = HOST_NETWORK
     build: DockerBuildSettings = field(default_factory=DockerBuildSettings)
+    # local runtime: jobs run unisolated, as the platform's user (for one person's machine)
+    insecure_single_user: bool = False
+    job_user_base: int = DEFAULT_JOB_USER_BASE
+    logs: LogSettings = field(default_factory=LogSettings)
 
 
 def platform_id(data_dir: Path) -> str:
@@ -36,9 +43,32 @@ def platform_id(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _local_runtime(settings: RuntimeSettings, data_dir: Path) -> LocalRuntime:
+    """Jobs in sandboxes, or with --insecure-single-user as the platform's own user; the
+    platform refuses to start a local runtime it cannot isolate otherwise."""
+    sandbox = None
+    if not settings.insecure_single_user:
+        try:
+            sandbox = Sandbox.detect(settings.job_user_base)
+        except SandboxUnavailable as exc:
+            raise StartupError(
+                f"the local runtime cannot isolate jobs from the platform and from each other"
+                f" here: {exc}. On a machine only you use, start with --insecure-single-user"
+                " (jobs then run with the platform's rights, and only one user may exist)"
+            ) from None
+    return LocalRuntime(
+        data_dir,
+        host=settings.host,
+        shutdown_grace=settings.stop_grace,
+        sandbox=sandbox,
+        limiter=detect_limiter(platform_id(data_dir)),
+        log_settings=settings.logs,
+    )
+
+
 def make_runtime(settings: RuntimeSettings, data_dir: Path) -> tuple[Runtime, ImageBuilder | None]:
     if settings.kind == "local":
-        return LocalRuntime(data_dir, host=settings.host, shutdown_grace=settings.stop_grace), None
+        return _local_runtime(settings, data_dir), None
     if settings.kind != "docker":
         raise StartupError(f"--runtime {settings.kind}: not available yet (use local or docker)")
     ca_bundle = settings.build.ca_bundle

@@ -17,4 +17,6 @@ class Services:
     permissions: Permissions
     deployer: Deployer
     auth_required: bool
+    # --insecure-single-user: jobs are not isolated, so no second user may exist
+    single_user: bool = False
     ssh_url: str = ""  # ssh://git@HOST:PORT, known once the SSH server has bound its port

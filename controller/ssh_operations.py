@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from controller.commands import run_command
 from controller.errors import DeployFailed
@@ -17,6 +18,20 @@ from controller.permissions import (
 from controller.services import Services
 from gitreceiver.interface import CommandIO, DeployRejected, Identity, RefUpdate
 
+# how long a new job name stays with the user whose first deploy of it failed
+CLAIM_GRACE_SECONDS = 600
+
+
+def _later(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="seconds")
+
+
+def _claimed_message(job: str, until: str) -> str:
+    return (
+        f"the job name {job!r} is held by another user's first deploy"
+        f" (free again at {until} unless that deploy succeeds)"
+    )
+
 
 class SshOperations:
     def __init__(self, services: Services) -> None:
@@ -26,24 +41,33 @@ class SshOperations:
         return self._services.accounts.identify(fingerprint)
 
     async def authorize(self, identity: Identity, service: str, job: str) -> str | None:
-        """Before any pack moves: may this identity push to (or fetch) this job? A push that
-        creates a family needs deploy_new_family, and makes the pusher its owner. Fetching needs
-        read_job on the whole job: the repository holds every version's code."""
+        """Before any pack moves: may this identity push to (or fetch) this job? Pushing a new
+        job name needs deploy_new_family (the name is claimed only by the deploy itself, see
+        `deploy`). Fetching needs read_job on the whole job: the repository holds every
+        version's code."""
         assert isinstance(identity, Principal)
         permissions, store = self._services.permissions, self._services.store
         try:
             if service == "git-upload-pack":
                 permissions.require(identity, READ_JOB, job)
-            elif store.family(job) is None:
+                return None
+            family = store.family(job)
+            if family is None:
                 permissions.require(identity, DEPLOY_NEW_FAMILY, job)
-                if store.create_family(job, identity.name).owner == identity.name:
-                    store.audit(identity.subject, "family:create", job)
-                else:  # someone else's push created it a moment ago
-                    permissions.require(identity, DEPLOY_JOB, job, ANY_VERSION)
+            elif family.claimed_until is not None and family.owner != identity.name:
+                return _claimed_message(job, family.claimed_until)
             else:
                 permissions.require(identity, DEPLOY_JOB, job, ANY_VERSION)
         except Forbidden as exc:
             return str(exc)
+        return None
+
+    async def allow_ref(self, identity: Identity, job: str, ref: str) -> str | None:
+        """A branch or tag that does not deploy may only be stored in a job that exists: a
+        new name is claimed by a successful deploy, not by parking a branch on it."""
+        family = self._services.store.family(job)
+        if family is None or family.claimed_until is not None:
+            return f"{job} has not been deployed yet: its first push must deploy main or master"
         return None
 
     async def deploy(
@@ -56,6 +80,17 @@ class SshOperations:
     ) -> None:
         assert isinstance(identity, Principal)
         services = self._services
+        store = services.store
+
+        def claim() -> None:
+            """Under the job's deploy lock, before the release exists: a new name is held for
+            this deploy (and for a grace after it fails, for a retry), not for anyone else."""
+            family = store.family(job)
+            if family is not None and family.claimed_until is None:
+                return
+            held = store.claim_family(job, identity.name, until=_later(CLAIM_GRACE_SECONDS))
+            if held.owner != identity.name:
+                raise DeployFailed(_claimed_message(job, held.claimed_until or ""))
 
         def permit(version: str) -> None:
             """Once the manifest names the version: grants may be narrowed to versions."""
@@ -66,12 +101,20 @@ class SshOperations:
 
         try:
             release = await services.deployer.deploy(
-                job, commit, identity.name, progress, branch, permit=permit
+                job, commit, identity.name, progress, branch, permit=permit, claim=claim
             )
         except DeployFailed as exc:
-            services.store.audit(identity.subject, "deploy:failed", job, f"{commit[:12]}: {exc}")
+            held = store.family(job)
+            if held is not None and held.claimed_until is not None and held.owner == identity.name:
+                # the grace for a retry runs from the failure
+                store.claim_family(job, identity.name, until=_later(CLAIM_GRACE_SECONDS))
+            store.audit(identity.subject, "deploy:failed", job, f"{commit[:12]}: {exc}")
             raise DeployRejected(str(exc)) from None
-        services.store.audit(
+        held = store.family(job)
+        if held is not None and held.claimed_until is not None:
+            store.confirm_family(job)
+            store.audit(identity.subject, "family:create", job)
+        store.audit(
             identity.subject, "deploy", job, f"{release.version} {release.label} {commit[:12]}"
         )
 

@@ -17,23 +17,43 @@ class ChannelClosed(Exception):
     """The SSH client went away."""
 
 
+class ChannelIdle(ChannelClosed):
+    """The client neither sent nor took anything for the idle timeout: the session ends."""
+
+
 class BlockingChannel:
-    def __init__(self, process: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """`idle_timeout`: how long a read may wait for the client's next bytes, and a write for
+    the client to take ours, before the session is given up (a stalled client must not hold
+    a worker thread for ever)."""
+
+    def __init__(
+        self, process: Any, loop: asyncio.AbstractEventLoop, idle_timeout: float | None = None
+    ) -> None:
         self._process = process
         self._loop = loop
+        self._idle_timeout = idle_timeout
+
+    def _idle(self) -> ChannelIdle:
+        return ChannelIdle(f"no data moved for {self._idle_timeout:g}s")
 
     def recv(self, size: int) -> bytes:
         """At least one byte, at most `size`; b'' at end of input."""
-        future = asyncio.run_coroutine_threadsafe(self._process.stdin.read(size), self._loop)
+        reading = asyncio.wait_for(self._process.stdin.read(size), self._idle_timeout)
+        future = asyncio.run_coroutine_threadsafe(reading, self._loop)
         try:
             return future.result()
+        except TimeoutError:
+            raise self._idle() from None
         except (OSError, asyncssh.Error) as exc:
             raise ChannelClosed(str(exc)) from exc
 
     def write(self, data: bytes) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._write(data), self._loop)
+        writing = asyncio.wait_for(self._write(data), self._idle_timeout)
+        future = asyncio.run_coroutine_threadsafe(writing, self._loop)
         try:
             future.result()
+        except TimeoutError:
+            raise self._idle() from None
         except (OSError, asyncssh.Error) as exc:
             raise ChannelClosed(str(exc)) from exc
 

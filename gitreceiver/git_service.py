@@ -13,6 +13,7 @@ import asyncio
 import logging
 import queue
 import socket
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -38,11 +39,13 @@ from gitreceiver.interface import (
     RefMoved,
     RefUpdateFailed,
 )
+from gitreceiver.pack_limits import PackGuard, PackLimits, PackTooLarge
 from gitreceiver.quarantine import admit, quarantine
 
 log = logging.getLogger("racetrack.gitreceiver")
 
 ZERO_SHA = b"0" * 40
+MAX_PENDING_LINES = 10_000
 DEPLOY_BRANCHES = (b"refs/heads/main", b"refs/heads/master")
 # What a broken or hostile pack can raise while dulwich reads it.
 PACK_ERRORS = (
@@ -126,9 +129,11 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         operations: Operations,
         loop: asyncio.AbstractEventLoop,
         max_push_bytes: int,
+        pack_limits: PackLimits,
     ) -> None:
         super().__init__(backend, args, proto)
         self._max_push_bytes = max_push_bytes
+        self._pack_limits = pack_limits
         self._job = job
         self._identity = identity
         self._operations = operations
@@ -152,12 +157,18 @@ class DeployingReceivePackHandler(ReceivePackHandler):
 
     def _apply_pack(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
         if any(new != ZERO_SHA for _old, new, _ref in refs):
+            # what the pack inflates to is bounded while it streams in, before dulwich
+            # inflates any object in memory (a small pack may hold a huge blob of zeros)
+            read_all, read_some = PackGuard(self._pack_limits).wrap(
+                self.proto.read, self.proto.recv
+            )
             try:
                 with quarantine(self.repo) as incoming:  # type: ignore[arg-type]
-                    incoming.add_thin_pack(
-                        self.proto.read, self.proto.recv, max_input_size=self._max_push_bytes
-                    )
+                    incoming.add_thin_pack(read_all, read_some, max_input_size=self._max_push_bytes)
                     admit(incoming, self.repo)  # type: ignore[arg-type]
+            except PackTooLarge as exc:
+                yield (b"unpack", str(exc).encode("utf-8", "replace"))
+                return
             except PackInputTooLarge:
                 limit = self._max_push_bytes
                 yield (b"unpack", f"the push is larger than the limit of {limit} bytes".encode())
@@ -165,7 +176,12 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             except PACK_ERRORS as exc:
                 yield (b"unpack", " ".join(str(exc).split()).encode("utf-8", "replace"))
                 return
-            except (TypeError, ValueError, IndexError):  # dulwich reading past the end
+            except (
+                TypeError,
+                ValueError,
+                IndexError,
+                OverflowError,
+            ):  # dulwich reading past the end
                 yield (b"unpack", b"the pack ended early or is malformed")
                 return
         yield (b"unpack", b"ok")
@@ -182,6 +198,12 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             if new == ZERO_SHA:
                 return b"deleting the deployed branch is refused; use jobs:delete to remove a job"
             return self._deploy(change, new.decode("ascii"))
+        refused = asyncio.run_coroutine_threadsafe(
+            self._operations.allow_ref(self._identity, self._job, ref.decode("utf-8", "replace")),
+            self._loop,
+        ).result()
+        if refused is not None:
+            return refused.encode("utf-8", "replace")
         try:
             change.apply()
         except RefUpdateFailed as exc:
@@ -208,12 +230,12 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         return None
 
     def _deploy(self, branch: RefChange, commit: str) -> bytes:
-        lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        lines = _PusherLines()
         future = asyncio.run_coroutine_threadsafe(
             self._operations.deploy(self._identity, self._job, commit, lines.put, branch),
             self._loop,
         )
-        future.add_done_callback(lambda _future: lines.put(None))
+        future.add_done_callback(lambda _future: lines.end())
         while (line := lines.get()) is not None:
             self.progress(line if line.endswith("\n") else line + "\n")
         try:
@@ -231,6 +253,34 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         super()._report_status(status)
 
 
+class _PusherLines:
+    """Deploy output on its way to a pusher who may read slower than the build prints: at most
+    MAX_PENDING_LINES wait; beyond that lines are counted, not kept, and the pusher is told how
+    many it missed (the release keeps the output: builds:log)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def put(self, line: str) -> None:
+        if self._queue.qsize() >= MAX_PENDING_LINES:
+            with self._lock:
+                self._dropped += 1
+            return
+        self._queue.put(line)
+
+    def end(self) -> None:
+        self._queue.put(None)
+
+    def get(self) -> str | None:
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            return f"[... {dropped} lines not shown: builds:log has the whole output]"
+        return self._queue.get()
+
+
 def run_git_service(
     service: str,
     repo: Repo,
@@ -241,6 +291,7 @@ def run_git_service(
     operations: Operations,
     loop: asyncio.AbstractEventLoop,
     max_push_bytes: int,
+    pack_limits: PackLimits,
 ) -> int:
     """Serve one git command to completion (blocking; run it in a worker thread)."""
     proto = ReceivableProtocol(channel.recv, channel.write)
@@ -256,6 +307,7 @@ def run_git_service(
             operations=operations,
             loop=loop,
             max_push_bytes=max_push_bytes,
+            pack_limits=pack_limits,
         )
     else:
         handler = UploadPackHandler(backend, [job], proto)

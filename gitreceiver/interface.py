@@ -71,6 +71,10 @@ class Operations(Protocol):
         """Before anything is read or written: None to go ahead, else why not (one line)."""
         ...
 
+    async def allow_ref(self, identity: Identity, job: str, ref: str) -> str | None:
+        """Before a ref that does not deploy is stored: None to go ahead, else why not."""
+        ...
+
     async def deploy(
         self,
         identity: Identity,

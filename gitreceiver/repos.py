@@ -52,6 +52,18 @@ class RepoStore:
                     raise
         return self.open(job)
 
+    def remove_if_empty(self, job: str) -> bool:
+        """Remove the job's repository if no ref points anywhere in it (a first push that
+        stored nothing, e.g. refused or failed); True if it was removed."""
+        path = self.path(job)
+        if not self.exists(job):
+            return False
+        with self.open(job) as repo:
+            if any(ref.startswith(b"refs/") for ref in repo.refs.allkeys()):  # HEAD aside
+                return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+
     def export(self, job: str, commit: str, dest: Path) -> list[str]:
         """Write the files of `commit` into `dest`; return warnings about what was skipped.
 

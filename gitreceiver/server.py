@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncssh
 from dulwich.errors import GitProtocolError, HangupException
 
-from gitreceiver.channel import BlockingChannel, ChannelClosed
+from gitreceiver.channel import BlockingChannel, ChannelClosed, ChannelIdle
 from gitreceiver.commands import AdminCommand, CommandError, GitCommand, parse_exec_command
 from gitreceiver.git_service import run_git_service
 from gitreceiver.interface import Identity, Operations
+from gitreceiver.pack_limits import PackLimits
 from gitreceiver.repos import RepoStore
 from gitreceiver.throttle import AuthThrottle
 
@@ -58,7 +60,7 @@ class _Session(asyncssh.SSHServer):
         self.address = "?"
         self.peer = "?"
         self._pending = False  # counted by the throttle as not yet authenticated
-        self._over_limit = False
+        self._over_limit: str | None = None  # why this connection is refused, if it is
         self._refused_keys = 0
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -67,7 +69,7 @@ class _Session(asyncssh.SSHServer):
         self.address = str(peer[0]) if peer else "?"
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._pending = True
-        self._over_limit = not self._throttle.opened(self.address)
+        self._over_limit = self._throttle.opened(self.address)
 
     def _settle(self) -> None:
         if self._pending:
@@ -86,10 +88,7 @@ class _Session(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         if self._over_limit:
-            self._disconnect(
-                asyncssh.DISC_TOO_MANY_CONNECTIONS,
-                "too many unauthenticated connections from your address",
-            )
+            self._disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, self._over_limit)
         return True  # authentication is always required
 
     def auth_completed(self) -> None:
@@ -171,19 +170,27 @@ class GitReceiver:
         *,
         keepalive_interval: float = 15.0,
         max_git_sessions: int = 64,
+        max_git_sessions_per_user: int = 8,
+        max_unauthenticated: int = 200,
+        idle_timeout: float = 120.0,
         max_push_bytes: int = 100 * 1024 * 1024,
+        pack_limits: PackLimits | None = None,
     ) -> None:
         self._operations = operations
         self._repos = repos
         self._host_key = host_key
         self._keepalive_interval = keepalive_interval
         self._max_push_bytes = max_push_bytes
+        self._pack_limits = pack_limits or PackLimits()
+        self._idle_timeout = idle_timeout
+        self._max_unauthenticated = max_unauthenticated
         self._executor = ThreadPoolExecutor(max_git_sessions, thread_name_prefix="git")
+        self._sessions = GitSessions(max_git_sessions, max_git_sessions_per_user)
         self._server: asyncssh.SSHAcceptor | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; return the bound port (useful when `port` is 0)."""
-        throttle = AuthThrottle()
+        throttle = AuthThrottle(unauthenticated_total=self._max_unauthenticated)
         self._server = await asyncssh.create_server(
             lambda: _Session(self._operations, throttle),
             host,
@@ -248,6 +255,20 @@ class GitReceiver:
         if command.service == "git-upload-pack" and not self._repos.exists(command.job):
             _write_error(process, f"no repository for job {command.job!r}; push to create it")
             return 1
+        try:
+            with self._sessions.open(identity.name, command.job):
+                return await self._run_git(process, identity, command)
+        except SessionRefused as exc:
+            _write_error(process, str(exc))
+            return 1
+        finally:
+            if command.service == "git-receive-pack" and not self._sessions.busy(command.job):
+                # a first push that stored nothing leaves no repository behind
+                self._repos.remove_if_empty(command.job)
+
+    async def _run_git(
+        self, process: asyncssh.SSHServerProcess[bytes], identity: Identity, command: GitCommand
+    ) -> int:
         loop = asyncio.get_running_loop()
         repo = self._repos.ensure(command.job)
         log.info("%s by %s on %s", command.service, identity.name, command.job)
@@ -257,14 +278,19 @@ class GitReceiver:
                 lambda: run_git_service(
                     command.service,
                     repo,
-                    BlockingChannel(process, loop),
+                    BlockingChannel(process, loop, self._idle_timeout),
                     job=command.job,
                     identity=identity,
                     operations=self._operations,
                     loop=loop,
                     max_push_bytes=self._max_push_bytes,
+                    pack_limits=self._pack_limits,
                 ),
             )
+        except ChannelIdle as exc:
+            log.info("%s of %s by %s: %s", command.service, command.job, identity.name, exc)
+            _write_error(process, f"{exc}: the session is closed")
+            return 1
         except (ChannelClosed, HangupException):
             log.info("%s of %s: the client went away", command.service, command.job)
             return 1
@@ -273,6 +299,51 @@ class GitReceiver:
             return 1
         finally:
             repo.close()
+
+
+class SessionRefused(Exception):
+    """A git session over a cap; the message names it."""
+
+
+class GitSessions:
+    """Git sessions running now: each holds a worker thread while it runs, so their number is
+    capped, in all and per user (one user's stalled clients must not hold every thread)."""
+
+    def __init__(self, total: int, per_user: int) -> None:
+        self._total = total
+        self._per_user = per_user
+        self._by_user: dict[str, int] = {}
+        self._by_job: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def open(self, user: str, job: str) -> Iterator[None]:
+        if self._by_user.get(user, 0) >= self._per_user:
+            raise SessionRefused(
+                f"you have {self._per_user} git sessions open already, the limit per user;"
+                " let one finish and try again"
+            )
+        if sum(self._by_user.values()) >= self._total:
+            raise SessionRefused(
+                f"the server runs {self._total} git sessions already, its limit; try again shortly"
+            )
+        self._by_user[user] = self._by_user.get(user, 0) + 1
+        self._by_job[job] = self._by_job.get(job, 0) + 1
+        try:
+            yield
+        finally:
+            _decrement(self._by_user, user)
+            _decrement(self._by_job, job)
+
+    def busy(self, job: str) -> bool:
+        return job in self._by_job
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 def _write_error(process: asyncssh.SSHServerProcess[bytes], message: str) -> None:

@@ -8,7 +8,9 @@ refused keys before it is disconnected, and one address may hold at most `unauth
 connections that have not authenticated yet, so neither many keys on one connection nor many
 connections in parallel get around the pauses. A key that works is never delayed, and a
 successful login clears its address's record. IPv6 addresses count per /64, the block one
-machine usually holds.
+machine usually holds. The server as a whole holds at most `unauthenticated_total` connections
+that have not authenticated yet (each is cut after the login timeout), so that many addresses
+together cannot exhaust it either.
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ class AuthThrottle:
         cap: float = 30.0,
         per_connection: int = 6,
         unauthenticated: int = 20,
+        unauthenticated_total: int = 200,
     ) -> None:
         self.per_connection = per_connection
         self._free = free
         self._window = window
         self._cap = cap
         self._unauthenticated_limit = unauthenticated
+        self._unauthenticated_total = unauthenticated_total
+        self._pending_total = 0
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._pending: dict[str, int] = {}
 
@@ -74,16 +79,23 @@ class AuthThrottle:
         extra = len(self._recent(address_key(address))) - self._free
         return 0.0 if extra < 0 else min(2.0**extra, self._cap)
 
-    def opened(self, address: str) -> bool:
-        """A connection from `address` begins; False if it holds too many unauthenticated ones
-        already (the caller disconnects it, and must still call `settled`)."""
+    def opened(self, address: str) -> str | None:
+        """A connection from `address` begins. Returns why it must be refused (the caller
+        disconnects it, and must still call `settled`): its address holds too many connections
+        that have not authenticated yet, or the server does in all; None if it may go on."""
         key = address_key(address)
         self._pending[key] = self._pending.get(key, 0) + 1
-        return self._pending[key] <= self._unauthenticated_limit
+        self._pending_total += 1
+        if self._pending[key] > self._unauthenticated_limit:
+            return "too many unauthenticated connections from your address"
+        if self._pending_total > self._unauthenticated_total:
+            return "too many unauthenticated connections to this server; try again shortly"
+        return None
 
     def settled(self, address: str) -> None:
         """A connection counted by `opened` authenticated or ended."""
         key = address_key(address)
+        self._pending_total = max(0, self._pending_total - 1)
         left = self._pending.get(key, 1) - 1
         if left > 0:
             self._pending[key] = left

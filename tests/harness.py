@@ -164,15 +164,18 @@ class Server:
         )
 
     def remote_refs(self, job: str) -> dict[str, str]:
-        """`git ls-remote` of the job's repository: ref name → commit."""
+        """`git ls-remote` of the job's repository: ref name → commit (none when the server has
+        no repository for the job: a first push that stored nothing leaves none)."""
         listed = subprocess.run(
             ["git", "ls-remote", self.remote(job)],
             env=self.git_env(),
             capture_output=True,
             text=True,
-            check=True,
             timeout=60,
         )
+        if listed.returncode != 0 and f"no repository for job {job!r}" in listed.stderr:
+            return {}
+        assert listed.returncode == 0, listed.stderr
         return {ref: sha for sha, ref in (line.split("\t") for line in listed.stdout.splitlines())}
 
     def token(self, key: Path | None = None) -> str:
@@ -330,7 +333,9 @@ def job_processes(data_dir: Path, job: str = "") -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if needle in cmdline and b"racetrack_job_wrapper" in cmdline:
+        # the job's own python, not the sandbox (bwrap) that started it with these arguments
+        launcher = cmdline.split(b"\0", 1)[0]
+        if needle in cmdline and b"racetrack_job_wrapper" in cmdline and b"bwrap" not in launcher:
             pids.append(int(entry.name))
     return pids
 

@@ -98,7 +98,8 @@ class GolangBuildpack:
         with tempfile.TemporaryDirectory(prefix="racetrack-context-") as tmp:
             context = Path(tmp)
             job = context / "job"
-            copy_job_source(source, job, request.manifest)
+            for warning in copy_job_source(source, job, request.manifest):
+                request.progress(f"Warning: {warning}")
             if gomod.is_file():
                 module = module_path(gomod.read_text(errors="replace"))
             else:

@@ -21,3 +21,7 @@ class Python3Buildpack:
 
     def build_image(self, request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
         return image.build_image(request, builder)
+
+    def remove_incomplete(self) -> list[Path]:
+        """After a restart: what builds that did not finish left in the artifacts and cache."""
+        return self._directories.remove_incomplete()

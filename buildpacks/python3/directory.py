@@ -20,6 +20,7 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from buildpacks.build import (
     DirectoryArtifact,
     Progress,
     SecretMask,
+    no_space_means,
     run_logged,
 )
 from buildpacks.manifest import Python3Extra
@@ -37,6 +39,7 @@ from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, copy_wrappe
 from buildpacks.source import copy_job_source
 
 COMPLETE_MARKER = ".racetrack-complete"
+ARTIFACT_RECORD = "artifact.json"  # written last: a release directory without it is incomplete
 
 
 class DirectoryBuilder:
@@ -61,13 +64,27 @@ class DirectoryBuilder:
         )
         if dest.exists():  # left by a build that died half-way with this release number
             remove_tree(dest)
-        dest.mkdir(parents=True)
-        progress("Copying the job's source")
-        copy_job_source(request.source_dir, dest / "src", request.manifest)  # no secret env files
-        copy_wrapper(dest / "wrapper")
-        (dest / "venv").symlink_to(os.path.relpath(venv, dest))
-        self._precompile(dest, progress)
+        try:
+            artifact = self._write_release(request, dest, venv, extra)
+        except BaseException:
+            if dest.exists():  # a half-written release is never left behind
+                remove_tree(dest)
+            raise
+        progress(f"Built {dest.name}")
+        return artifact
 
+    def _write_release(
+        self, request: BuildRequest, dest: Path, venv: Path, extra: Python3Extra
+    ) -> DirectoryArtifact:
+        progress = request.progress
+        with no_space_means("copying the job's source"):
+            dest.mkdir(parents=True)
+            progress("Copying the job's source")
+            for warning in copy_job_source(request.source_dir, dest / "src", request.manifest):
+                progress(f"Warning: {warning}")
+            copy_wrapper(dest / "wrapper")
+            (dest / "venv").symlink_to(os.path.relpath(venv, dest))
+        self._precompile(dest, progress)
         artifact = DirectoryArtifact(
             path=dest,
             command=("{artifact}/venv/bin/python", "-m", WRAPPER_PACKAGE.name),
@@ -77,10 +94,25 @@ class DirectoryBuilder:
                 "PYTHONNOUSERSITE": "1",
             },
         )
-        (dest / "artifact.json").write_text(json.dumps(artifact.to_record(), indent=2) + "\n")
+        with no_space_means("writing the release"):
+            (dest / ARTIFACT_RECORD).write_text(json.dumps(artifact.to_record(), indent=2) + "\n")
         make_read_only(dest)
-        progress(f"Built {dest.name}")
         return artifact
+
+    def remove_incomplete(self) -> list[Path]:
+        """After a restart: release directories without their record and venvs without their
+        marker were being written when the platform stopped (or ran out of disk): remove them."""
+        removed: list[Path] = []
+        for job in self._artifacts_root.iterdir() if self._artifacts_root.is_dir() else ():
+            for release in job.iterdir() if job.is_dir() else ():
+                if release.is_dir() and not (release / ARTIFACT_RECORD).exists():
+                    remove_tree(release)
+                    removed.append(release)
+        for entry in self._cache_root.iterdir() if self._cache_root.is_dir() else ():
+            if entry.is_dir() and not (entry / COMPLETE_MARKER).exists():
+                remove_tree(entry)
+                removed.append(entry)
+        return removed
 
     def _warn_python_version(self, extra: Python3Extra, progress: Progress) -> None:
         running = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -94,8 +126,6 @@ class DirectoryBuilder:
     def _dependency_venv(
         self, request: BuildRequest, requirements: Path | None, extra: Python3Extra
     ) -> Path:
-        source, cancelled = request.source_dir, request.cancelled
-        progress = _masked(request.progress, request.build_secrets)
         build_env = pip_environment(request)
         fingerprint = hashlib.sha256()
         fingerprint.update(sys.version.encode())
@@ -108,60 +138,163 @@ class DirectoryBuilder:
         self._cache_root.mkdir(parents=True, exist_ok=True)
         with _file_lock(venv.with_suffix(".lock")):
             if (venv / COMPLETE_MARKER).exists():
-                progress("Dependencies unchanged: reusing the cached environment")
+                request.progress("Dependencies unchanged: reusing the cached environment")
                 return venv
             if venv.exists():
                 remove_tree(venv)
-            progress("Creating the job's virtual environment")
-            run_logged(
-                [sys.executable, "-m", "venv", "--without-pip", str(venv)],
-                progress,
-                what="creating the virtual environment",
-                cancelled=cancelled,
-            )
-            if requirements is not None:
-                pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
-                progress(f"Installing {requirements.relative_to(source)}")
-                run_logged(
-                    [
-                        *pip,
-                        "install",
-                        "--no-input",
-                        "--disable-pip-version-check",
-                        "--progress-bar",
-                        "off",
-                        "-r",
-                        str(requirements),
-                    ],
-                    progress,
-                    what="pip install",
-                    cancelled=cancelled,
-                    cwd=source,
-                    env={**os.environ, **build_env},
-                )
-                if extra.check_requirements:
-                    run_logged([*pip, "check"], progress, what="pip check", cancelled=cancelled)
+            with no_space_means("creating the job's virtual environment"):
+                scratch = Path(tempfile.mkdtemp(prefix=f"{venv.name}-", dir=self._cache_root))
+            try:
+                with no_space_means("creating the job's virtual environment"):
+                    self._install(request, venv, scratch, requirements, extra, build_env)
+            except BaseException:
+                if venv.exists():
+                    remove_tree(venv)  # a half-made venv is never reused
+                raise
+            finally:
+                remove_tree(scratch)
+            _own_by_platform(venv)  # what the job's user wrote is the platform's, read-only
             (venv / COMPLETE_MARKER).touch()
             make_read_only(venv)
         return venv
 
-    def _precompile(self, dest: Path, progress: Progress) -> None:
-        """Write bytecode now, so that nothing is ever written into the artifact at run time."""
-        try:
-            run_logged(
-                [
-                    str(dest / "venv" / "bin" / "python"),
-                    "-m",
-                    "compileall",
-                    "-q",
-                    str(dest / "src"),
-                    str(dest / "wrapper"),
-                ],
-                progress,
-                what="compiling",
+    def _install(
+        self,
+        request: BuildRequest,
+        venv: Path,
+        scratch: Path,
+        requirements: Path | None,
+        extra: Python3Extra,
+        build_env: Mapping[str, str],
+    ) -> None:
+        """Create the venv and install the requirements into it: in the sandbox, as the job's
+        user, seeing the job's source, the venv and a scratch $HOME (pip and setup.py run the
+        job's dependencies' code)."""
+        source = request.source_dir
+        progress = _masked(request.progress, request.build_secrets)
+        home = scratch / "home"
+        for directory in (venv, home, home / "tmp"):
+            directory.mkdir(parents=True)
+            if request.isolation is not None:
+                os.chown(directory, *request.isolation.owner)
+        env = {**_build_environment(home), **build_env}
+
+        def step(argv: list[str], what: str, *, cwd: Path = source) -> None:
+            run_isolated(
+                request,
+                argv,
+                what=what,
+                progress=progress,
+                cwd=cwd,
+                read_only=[source],
+                writable=[venv, home],
+                env=env,
             )
+
+        request.progress("Creating the job's virtual environment")
+        step([sys.executable, "-m", "venv", "--without-pip", str(venv)], "creating the venv")
+        if requirements is None:
+            return
+        pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
+        request.progress(f"Installing {requirements.relative_to(source)}")
+        step(
+            [
+                *pip,
+                "install",
+                "--no-input",
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                "-r",
+                str(requirements),
+            ],
+            "pip install",
+        )
+        if extra.check_requirements:
+            step([*pip, "check"], "pip check")
+
+    def _precompile(self, dest: Path, progress: Progress) -> None:
+        """Write bytecode now, so that nothing is ever written into the artifact at run time.
+        The platform's own interpreter compiles (the same Python the job runs on): the job's
+        venv would run its packages' .pth files, which is the job's code, outside the sandbox."""
+        try:
+            compile_all = [sys.executable, "-I", "-m", "compileall", "-q"]
+            targets = [str(dest / "src"), str(dest / "wrapper")]
+            run_logged([*compile_all, *targets], progress, what="compiling")
         except BuildFailed:
             progress("Warning: some Python files do not compile (see above)")
+
+
+# what a build step gets from the platform's environment: where to find packages and how to
+# trust them, never the platform's own secrets
+BUILD_ENV_PREFIXES = ("PIP_",)
+BUILD_ENV_NAMES = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
+
+
+def _build_environment(home: Path) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in BUILD_ENV_NAMES or name.startswith(BUILD_ENV_PREFIXES)
+    }
+    env.update({"HOME": str(home), "TMPDIR": str(home / "tmp"), "PYTHONNOUSERSITE": "1"})
+    return env
+
+
+def run_isolated(
+    request: BuildRequest,
+    argv: list[str],
+    *,
+    what: str,
+    progress: Progress,
+    cwd: Path,
+    read_only: list[Path],
+    writable: list[Path],
+    env: Mapping[str, str],
+) -> None:
+    """A build step in the request's sandbox (or, without one, as the platform's user)."""
+    if request.isolation is None:
+        run_logged(argv, progress, what=what, cancelled=request.cancelled, cwd=cwd, env=env)
+        return
+    isolated = request.isolation.wrap(argv, cwd=cwd, read_only=read_only, writable=writable)
+    try:
+        run_logged(
+            isolated.argv,
+            progress,
+            what=what,
+            cancelled=request.cancelled,
+            env=env,
+            pass_fds=isolated.pass_fds,
+            start_new_session=True,
+        )
+    finally:
+        isolated.close()
+
+
+def _own_by_platform(root: Path) -> None:
+    """Give a tree the build's sandbox wrote back to the platform's user (links included,
+    never followed)."""
+    uid, gid = os.geteuid(), os.getegid()
+    for directory, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            os.chown(Path(directory) / name, uid, gid, follow_symlinks=False)
+    os.chown(root, uid, gid, follow_symlinks=False)
 
 
 def pip_environment(request: BuildRequest) -> dict[str, str]:

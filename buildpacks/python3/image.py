@@ -119,7 +119,8 @@ def build_image(request: BuildRequest, builder: ImageBuilder) -> ImageArtifact:
     )
     with tempfile.TemporaryDirectory(prefix="racetrack-context-") as tmp:
         context = Path(tmp)
-        copy_job_source(request.source_dir, context / "job", manifest)
+        for warning in copy_job_source(request.source_dir, context / "job", manifest):
+            request.progress(f"Warning: {warning}")
         copy_wrapper(context / "racetrack" / "wrapper")
         if requirements is not None:
             shutil.copyfile(requirements, context / "racetrack" / "requirements.txt")

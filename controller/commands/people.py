@@ -45,6 +45,11 @@ def _add_user_args(parser: argparse.ArgumentParser) -> None:
 @command("users:add", "add a user (then give them a key: keys:add NAME)", _add_user_args)
 async def _users_add(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require_admin()
+    if ctx.services.single_user:
+        raise CommandFailed(
+            "this platform runs jobs without isolation (--insecure-single-user): a second user"
+            " could act as any other; restart it with job isolation to add users"
+        )
     if ctx.services.store.user_by_name(args.name) is not None:
         raise CommandFailed(f"user {args.name!r} exists already")
     user = ctx.services.accounts.create_user(args.name, is_admin=args.admin)

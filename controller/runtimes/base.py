@@ -31,6 +31,8 @@ class InstanceSpec:
     artifact: Mapping[str, Any]  # the buildpack's artifact record
     env: Mapping[str, str]
     resources: Resources | None = None
+    # the job family's number, never reused: the local runtime runs the family as its own uid
+    family_slot: int = 0
 
     @property
     def name(self) -> str:
@@ -59,6 +61,10 @@ class Runtime(Protocol):
     on_crash: CrashHandler | None
 
     async def start(self, spec: InstanceSpec) -> Instance: ...
+
+    def isolation(self, spec: InstanceSpec) -> str:
+        """One line for the push: how an instance of `spec` is isolated, which limits apply."""
+        ...
 
     async def adopt(self, spec: InstanceSpec) -> Instance | None:
         """After a restart: the instance still running from before, if the runtime keeps them."""

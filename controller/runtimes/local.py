@@ -1,14 +1,24 @@
-"""The local runtime: each instance is a child process on a free loopback port."""
+"""The local runtime: each instance is a child process on a free loopback port.
+
+Each instance runs in a sandbox (see `sandbox.py`) as its job family's own user, under a cgroup
+with the manifest's `resources` (see `limits.py`), with a fresh scratch space
+(`instances/<name>/home`, its $HOME) and a private /tmp. Its output reaches the platform through
+a pipe and is written to a log that rotates by size (see `log_files.py`).
+
+Without a sandbox (`--insecure-single-user`) an instance runs as the platform's own user and can
+read everything the platform can: that mode is for one person on their own machine.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
+import shutil
 import signal
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,8 +28,11 @@ from typing import Any
 import aiohttp
 
 from buildpacks.build import DirectoryArtifact
-from controller.runtimes.base import CrashHandler, Instance, InstanceSpec, free_port
+from controller.runtimes.base import CrashHandler, Instance, InstanceFailed, InstanceSpec, free_port
+from controller.runtimes.limits import AppliedLimits, Limiter, Limits, RlimitOnly
+from controller.runtimes.log_files import LogSettings, RotatingLog, follow_lines, tail_lines
 from controller.runtimes.probes import PROBE_TIMEOUT, probe_once, wait_until_ready
+from controller.runtimes.sandbox import Sandbox
 
 log = logging.getLogger("racetrack.runtime.local")
 
@@ -27,29 +40,25 @@ log = logging.getLogger("racetrack.runtime.local")
 # platform's secrets by accident.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-LOG_POLL_INTERVAL = 0.2
-
-
-def log_tail(path: Path, lines: int = 5) -> str:
-    try:
-        with path.open("rb") as handle:
-            tail = deque(handle, maxlen=lines)
-    except OSError:
-        return ""
-    return " | ".join(line.decode("utf-8", "replace").rstrip() for line in tail if line.strip())
-
+OUTPUT_CHUNK = 64 * 1024
+SANDBOX_SETUP_TIMEOUT = 30.0  # bwrap reports the job's pid within this, or it failed
+CGROUP_RELEASE_TIMEOUT = 5.0
+CGROUP_RELEASE_INTERVAL = 0.05
+FAILURE_TAIL_LINES = 5
 
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, in the platform
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def _child_setup(parent: int, limits: AppliedLimits) -> Callable[[], None]:
     """Run in the child between fork and exec (so: as little as possible): SIGKILL when the
-    platform dies, even by SIGKILL itself; and if it died before this line, exit now."""
+    platform dies, even by SIGKILL itself (and if it died before this line, exit now); then
+    join the instance's cgroups and set its rlimits, before anything of the job runs."""
 
     def set_up() -> None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
+        limits.join()
 
     return set_up
 
@@ -61,7 +70,13 @@ class LocalInstance:
     port: int
     log_path: Path
     process: asyncio.subprocess.Process
+    limits: AppliedLimits
+    scratch: Path
+    # leader of the job's process group (the sandbox's init, whose child is the job); without a
+    # sandbox, the process we started
+    job_pid: int = 0
     stopping: bool = field(default=False)
+    output: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -77,13 +92,23 @@ class LocalRuntime:
     artifact_kind = DirectoryArtifact.kind
 
     def __init__(
-        self, data_dir: Path, host: str = "127.0.0.1", shutdown_grace: float = 10.0
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        shutdown_grace: float = 10.0,
+        *,
+        sandbox: Sandbox | None = None,
+        limiter: Limiter | None = None,
+        log_settings: LogSettings | None = None,
     ) -> None:
         self._logs = data_dir / "logs"
-        self._homes = data_dir / "instances"
+        self._scratch = data_dir / "instances"
         self._artifacts = data_dir / "artifacts"
         self._host = host
         self._shutdown_grace = shutdown_grace
+        self.sandbox = sandbox
+        self.limiter = limiter or RlimitOnly()
+        self._log_settings = log_settings or LogSettings()
         self._instances: set[LocalInstance] = set()
         self._watches: set[asyncio.Future[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -94,60 +119,174 @@ class LocalRuntime:
             self._session = aiohttp.ClientSession(timeout=PROBE_TIMEOUT)
         return self._session
 
+    def isolation(self, spec: InstanceSpec) -> str:
+        """One line for the push: how this instance is isolated and limited."""
+        if self.sandbox is None:
+            where = "not isolated (--insecure-single-user): it runs with the platform's rights"
+        else:
+            where = self.sandbox.describe(self.sandbox.uid_for(spec.family_slot))
+        return f"{where}; limits: {self._describe_limits(spec)}"
+
+    def _describe_limits(self, spec: InstanceSpec) -> str:
+        limits = Limits.of(spec.resources)
+        if isinstance(self.limiter, RlimitOnly):
+            return self.limiter.apply(spec.name, limits).description
+        return f"{limits.describe()} ({self.limiter.kind})"
+
     async def start(self, spec: InstanceSpec) -> LocalInstance:
         artifact = DirectoryArtifact.from_record(spec.artifact)
         port = free_port(self._host)
-        log_path = self._logs / spec.job / f"{spec.name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        home = self._homes / spec.name
-        home.mkdir(parents=True, exist_ok=True)
+        uid = self.sandbox.uid_for(spec.family_slot) if self.sandbox is not None else None
+        scratch = await asyncio.to_thread(self._fresh_scratch, spec.name, uid)
+        home = scratch / "home"
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env.update({k: artifact.expand(v) for k, v in artifact.env.items()})
         env.update(spec.env)
         env.update(
             {
                 "HOME": str(home),
+                "TMPDIR": "/tmp" if self.sandbox is not None else str(scratch / "tmp"),
                 "PORT": str(port),
                 "LISTEN_HOST": self._host,
                 # the job's own deadline ends before ours sends SIGKILL
                 "RACETRACK_SHUTDOWN_GRACE": str(self._shutdown_grace * 0.8),
             }
         )
-        with log_path.open("ab") as log_file:
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            log_file.write(f"--- {stamp} starting {spec.name} on port {port}\n".encode())
-            log_file.flush()
-            process = await asyncio.create_subprocess_exec(
-                *(artifact.expand(part) for part in artifact.command),
-                cwd=artifact.expand(artifact.cwd),
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() signals the whole job
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-        instance = LocalInstance(spec, self._host, port, log_path, process)
+        argv = [artifact.expand(part) for part in artifact.command]
+        cwd = Path(artifact.expand(artifact.cwd))
+        limits = await asyncio.to_thread(
+            self.limiter.apply, self._group_name(spec), Limits.of(spec.resources)
+        )
+        log_path = self._logs / spec.job / f"{spec.name}.log"
+        output = await asyncio.to_thread(RotatingLog, log_path, self._log_settings)
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        output.write(f"--- {stamp} starting {spec.name} on port {port}\n".encode())
+        try:
+            process, job_pid = await self._spawn(artifact, argv, cwd, env, uid, home, spec, limits)
+        except BaseException:
+            output.close()
+            await self._release(limits, scratch)
+            raise
+        instance = LocalInstance(
+            spec, self._host, port, log_path, process, limits, scratch, job_pid=job_pid
+        )
+        assert process.stdout is not None
+        instance.output = asyncio.ensure_future(_copy_output(process.stdout, output))
         self._instances.add(instance)
         watch = asyncio.ensure_future(self._watch(instance))
         self._watches.add(watch)
         watch.add_done_callback(self._watches.discard)
-        log.info("started %s (pid %d, port %d)", spec.name, process.pid, port)
+        log.info("started %s (pid %d, port %d)", spec.name, job_pid, port)
         return instance
+
+    def _group_name(self, spec: InstanceSpec) -> str:
+        return spec.name
+
+    def _fresh_scratch(self, name: str, uid: int | None) -> Path:
+        """`instances/<name>/{home,tmp}`, empty, owned by the instance's user: nothing of an
+        earlier instance of the same name (or of an earlier owner of the job name) is left."""
+        scratch = self._scratch / name
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        for directory in (scratch, scratch / "home", scratch / "tmp"):
+            directory.mkdir(mode=0o700, parents=True)
+            if uid is not None:
+                os.chown(directory, uid, uid)
+        return scratch
+
+    async def _spawn(
+        self,
+        artifact: DirectoryArtifact,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        uid: int | None,
+        home: Path,
+        spec: InstanceSpec,
+        limits: AppliedLimits,
+    ) -> tuple[asyncio.subprocess.Process, int]:
+        setup = _child_setup(os.getpid(), limits)
+        common: dict[str, Any] = {
+            "env": env,
+            "stdin": asyncio.subprocess.DEVNULL,
+            "stdout": asyncio.subprocess.PIPE,
+            "stderr": asyncio.subprocess.STDOUT,
+            "start_new_session": True,  # its own process group: stop() signals the whole job
+            "preexec_fn": setup,
+        }
+        if self.sandbox is None:
+            process = await asyncio.create_subprocess_exec(*argv, cwd=cwd, **common)
+            return process, process.pid
+        info_read, info_write = os.pipe()
+        command = self.sandbox.command(
+            argv,
+            uid=uid,
+            cwd=cwd,
+            read_only=[artifact.path, *_linked_from(artifact.path)],
+            writable=[home],
+            hostname=spec.name[:63],
+            home=home,
+            info_fd=info_write,
+        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command.argv, pass_fds=command.pass_fds, **common
+            )
+        finally:
+            command.close()
+            os.close(info_write)
+        try:
+            job_pid = await asyncio.wait_for(_read_child_pid(info_read), SANDBOX_SETUP_TIMEOUT)
+        except (TimeoutError, ValueError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            raise InstanceFailed(f"{spec.name}: the sandbox did not start ({exc})") from None
+        return process, job_pid
 
     async def _watch(self, instance: LocalInstance) -> None:
         status = await instance.process.wait()
+        self._kill_groups(instance)  # whatever the job started goes with it
+        if instance.output is not None:
+            await asyncio.shield(asyncio.wait([instance.output]))
         if instance.stopping:
             return
-        # whatever the job started goes with it, before its process group id can be reused
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(instance.process.pid, signal.SIGKILL)
-        log.warning(
-            "%s exited with status %s: %s", instance.name, status, log_tail(instance.log_path)
-        )
+        why = self._exit_reason(instance, status)
+        log.warning("%s %s: %s", instance.name, why, await self._tail(instance))
         self._instances.discard(instance)
+        await self._release(instance.limits, instance.scratch)
         if self.on_crash is not None:
             self.on_crash(instance)
+
+    def _exit_reason(self, instance: LocalInstance, status: int | None) -> str:
+        if instance.limits.out_of_memory():
+            memory = instance.spec.resources.memory_max if instance.spec.resources else None
+            return f"was killed: out of memory (resources.memory_max {memory})"
+        return f"exited with status {status}"
+
+    def _kill_groups(self, instance: LocalInstance) -> None:
+        for group in {instance.process.pid, instance.job_pid}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+
+    async def _release(self, limits: AppliedLimits, scratch: Path) -> None:
+        """Remove the instance's cgroups (waiting, with a deadline, for the kernel to free
+        their last tasks) and its scratch space."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CGROUP_RELEASE_TIMEOUT
+        while not await asyncio.to_thread(limits.try_remove):
+            if loop.time() > deadline:
+                log.warning("cgroups of %s are still busy; removed at the next start", scratch)
+                break
+            await asyncio.sleep(CGROUP_RELEASE_INTERVAL)
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    async def _tail(self, instance: LocalInstance, lines: int = FAILURE_TAIL_LINES) -> str:
+        found, _ = await asyncio.to_thread(
+            tail_lines, instance.log_path, lines, self._log_settings.keep
+        )
+        text = (line.decode("utf-8", "replace").rstrip() for line in found)
+        return " | ".join(line for line in text if line.strip())
 
     async def wait_ready(self, instance: Instance, timeout: float) -> None:
         assert isinstance(instance, LocalInstance)
@@ -158,13 +297,8 @@ class LocalRuntime:
         async def failure() -> str | None:
             if not exited.done():
                 return None
-            return (
-                f"{instance.name} exited with status {instance.process.returncode}"
-                f" before it was ready: {log_tail(instance.log_path)}"
-            )
-
-        async def tail() -> str:
-            return log_tail(instance.log_path)
+            why = self._exit_reason(instance, instance.process.returncode)
+            return f"{instance.name} {why} before it was ready: {await self._tail(instance)}"
 
         try:
             await wait_until_ready(
@@ -172,7 +306,7 @@ class LocalRuntime:
                 timeout,
                 ready=lambda: probe_once(session, instance.name, instance.url, artifact.probe),
                 failure=failure,
-                log_tail=tail,
+                log_tail=lambda: self._tail(instance),
                 wake=exited,
             )
         finally:
@@ -192,21 +326,17 @@ class LocalRuntime:
         return []  # release directories are small (venvs are shared) and are kept
 
     async def logs(self, instance: Instance, tail: int, follow: bool) -> AsyncIterator[str]:
+        """The last `tail` lines (read from the end of the log, in a thread), then with
+        `follow` new lines as they are written, across rotations."""
         assert isinstance(instance, LocalInstance)
-        with instance.log_path.open("rb") as handle:
-            for line in deque(handle, maxlen=tail):
-                yield line.decode("utf-8", "replace").rstrip("\n")
-            pending = b""
-            while follow:
-                chunk = handle.read(65536)
-                if not chunk:
-                    # the file has no change notification to wait on: look again shortly
-                    await asyncio.sleep(LOG_POLL_INTERVAL)
-                    continue
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield line.decode("utf-8", "replace")
+        lines, position = await asyncio.to_thread(
+            tail_lines, instance.log_path, tail, self._log_settings.keep
+        )
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+        if follow:
+            async for line in follow_lines(instance.log_path, position):
+                yield line.decode("utf-8", "replace")
 
     async def artifact_available(self, artifact: Mapping[str, Any]) -> bool:
         return DirectoryArtifact.from_record(artifact).path.is_dir()
@@ -216,8 +346,18 @@ class LocalRuntime:
 
     async def remove_strays(self, keep: set[str]) -> list[str]:
         """Job processes of this data dir left by a platform that was killed (children die with
-        the platform, but a job's own children may not): their process groups are killed.
-        Called before anything starts, so every such process is a leftover."""
+        the platform, but a job's own children may not): their process groups are killed. Their
+        cgroups and scratch spaces are removed. Called before anything starts, so every such
+        process is a leftover."""
+        removed = await asyncio.to_thread(self._kill_leftovers)
+        groups = await asyncio.to_thread(self.limiter.remove_strays, set())
+        removed += [f"cgroup {group}" for group in groups]
+        if self._scratch.is_dir():
+            for scratch in self._scratch.iterdir():
+                await asyncio.to_thread(shutil.rmtree, scratch, True)
+        return removed
+
+    def _kill_leftovers(self) -> list[str]:
         marker = f"JOB_DIR={self._artifacts}/".encode()
         own_group = os.getpgid(0)
         groups: dict[int, str] = {}
@@ -237,25 +377,28 @@ class LocalRuntime:
         return [f"process group {group}" for group in groups]
 
     async def stop(self, instance: Instance) -> None:
-        """SIGTERM to the instance's process group, SIGKILL after the grace; then SIGKILL to
-        the group anyway, so that no child of the job outlives it."""
+        """SIGTERM to the job's process group, SIGKILL after the grace; then SIGKILL to the
+        groups anyway, so that no child of the job outlives it."""
         assert isinstance(instance, LocalInstance)
         instance.stopping = True
         process = instance.process
         if process.returncode is not None:
-            # exited earlier (and its group was killed then): its pid may be someone else's now
+            # exited earlier (and its groups were killed then): its pid may be someone else's now
             self._instances.discard(instance)
+            await self._release(instance.limits, instance.scratch)
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(instance.job_pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), self._shutdown_grace)
         except TimeoutError:
             log.warning("%s ignored SIGTERM for %.0fs", instance.name, self._shutdown_grace)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        self._kill_groups(instance)
         await process.wait()
+        if instance.output is not None:
+            await asyncio.shield(asyncio.wait([instance.output]))
         self._instances.discard(instance)
+        await self._release(instance.limits, instance.scratch)
         log.info("stopped %s (status %s)", instance.name, process.returncode)
 
     async def close(self) -> None:
@@ -264,3 +407,42 @@ class LocalRuntime:
             watch.cancel()
         if self._session is not None:
             await self._session.close()
+
+
+def _linked_from(directory: Path) -> list[Path]:
+    """What the links at the top of a release directory lead to (its shared dependency
+    environment): the sandbox must show those too."""
+    targets = []
+    for entry in directory.iterdir():
+        if entry.is_symlink() and entry.exists():
+            targets.append(entry.resolve())
+    return targets
+
+
+async def _read_child_pid(fd: int) -> int:
+    """The job's pid from bwrap's --info-fd JSON (the descriptor is closed afterwards);
+    ValueError if bwrap ended without one."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    try:
+        data = b""
+        while not data.rstrip().endswith(b"}"):
+            chunk = await reader.read(4096)
+            if not chunk:
+                raise ValueError("bubblewrap exited during set-up; see the instance's log")
+            data += chunk
+        return int(json.loads(data)["child-pid"])
+    finally:
+        transport.close()
+
+
+async def _copy_output(stream: asyncio.StreamReader, output: RotatingLog) -> None:
+    """The instance's stdout and stderr into its rotating log, until the pipe closes."""
+    try:
+        while chunk := await stream.read(OUTPUT_CHUNK):
+            output.write(chunk)
+    finally:
+        output.close()

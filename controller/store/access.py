@@ -11,17 +11,53 @@ class AccessStore(StoreBase):
     # families
 
     def family(self, name: str) -> Family | None:
+        """The family of this name, if anyone holds it (an expired claim is no one's)."""
         row = self._one("SELECT * FROM families WHERE name = ?", (name,))
-        return record_of(Family, row) if row else None
+        if row is None:
+            return None
+        family: Family = record_of(Family, row)
+        return family if family.holds() else None
 
-    def create_family(self, name: str, owner: str) -> Family:
-        self._db.execute(
-            "INSERT OR IGNORE INTO families (name, owner, created_at) VALUES (?, ?, ?)",
-            (name, owner, now()),
-        )
-        family = self.family(name)
-        assert family is not None
-        return family
+    def claim_family(self, name: str, owner: str, *, until: str) -> Family:
+        """Hold `name` for `owner` until `until` (a first deploy), unless someone else holds
+        it; return the family as it stands, whoever holds it. A claim that expired is taken
+        over: what its deploys left (releases, config) goes, and the family gets a new slot."""
+        with self._transaction(immediate=True):
+            row = self._one("SELECT * FROM families WHERE name = ?", (name,))
+            held: Family | None = record_of(Family, row) if row else None
+            if held is not None and held.claimed_until is None:
+                return held
+            if held is not None and held.owner == owner:
+                self._db.execute(
+                    "UPDATE families SET claimed_until = ? WHERE name = ?", (until, name)
+                )
+            elif held is None or not held.holds():
+                if held is not None:
+                    self._forget_job(name)
+                slot = self._insert("INSERT INTO family_slots (family) VALUES (?)", (name,))
+                self._db.execute(
+                    "INSERT INTO families (name, owner, created_at, claimed_until, slot)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (name, owner, now(), until, slot),
+                )
+            row = self._one("SELECT * FROM families WHERE name = ?", (name,))
+        assert row is not None
+        return record_of(Family, row)  # type: ignore[no-any-return]
+
+    def family_slot(self, name: str) -> int:
+        """The family's number (0 if it has none): the local runtime's uid derives from it."""
+        row = self._one("SELECT slot FROM families WHERE name = ?", (name,))
+        return int(row["slot"] or 0) if row else 0
+
+    def confirm_family(self, name: str) -> None:
+        """A deploy of the family succeeded: the name is its owner's for good."""
+        self._db.execute("UPDATE families SET claimed_until = NULL WHERE name = ?", (name,))
+
+    def _forget_job(self, name: str) -> None:
+        """What an expired claim left: its failed releases, config and the family row."""
+        for table in ("releases", "job_config", "job_build_config"):
+            self._db.execute(f"DELETE FROM {table} WHERE job = ?", (name,))
+        self._db.execute("DELETE FROM families WHERE name = ?", (name,))
 
     # grants
 
@@ -42,6 +78,7 @@ class AccessStore(StoreBase):
         )
         grant = self.grant_by_id(grant_id)
         assert grant is not None
+        self._auth_changed()
         return grant
 
     def grant_by_id(self, grant_id: int) -> Grant | None:
@@ -57,6 +94,7 @@ class AccessStore(StoreBase):
 
     def revoke_grant(self, grant: Grant) -> None:
         self._db.execute("DELETE FROM permissions WHERE id = ?", (grant.id,))
+        self._auth_changed()
 
     # audit
 

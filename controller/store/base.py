@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,9 @@ from controller.store.schema import MIGRATIONS
 
 class StoreBase:
     def __init__(self, path: Path) -> None:
+        # called after every change to who may do what (grants, tokens, users, keys), so that
+        # whoever remembers answers (the router's call authorizer) forgets them at once
+        self.auth_listeners: list[Callable[[], None]] = []
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -22,6 +25,10 @@ class StoreBase:
 
     def close(self) -> None:
         self._db.close()
+
+    def _auth_changed(self) -> None:
+        for listener in self.auth_listeners:
+            listener()
 
     def _migrate(self) -> None:
         self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

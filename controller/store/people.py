@@ -43,6 +43,7 @@ class PeopleStore(StoreBase):
                 )
             ]
             self._db.execute("UPDATE families SET owner = ? WHERE owner = ?", (heir, user.name))
+        self._auth_changed()
         return families
 
     def users(self) -> list[User]:
@@ -100,6 +101,7 @@ class PeopleStore(StoreBase):
 
     def remove_key(self, fingerprint: str) -> None:
         self._db.execute("DELETE FROM ssh_keys WHERE fingerprint = ?", (fingerprint,))
+        self._auth_changed()
 
     # External Service Consumers and subject tokens (esc:NAME, family:NAME)
 
@@ -157,3 +159,4 @@ class PeopleStore(StoreBase):
 
     def revoke_token(self, token: Token) -> None:
         self._db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (now(), token.id))
+        self._auth_changed()

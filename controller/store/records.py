@@ -78,9 +78,18 @@ class Release:
 
 @dataclass(frozen=True)
 class Family:
+    """A job name and who owns it. `claimed_until`: set while the name is only held by a first
+    deploy that has not succeeded (yet); once it passes, the name is free again."""
+
     name: str
     owner: str
     created_at: str
+    claimed_until: str | None = None
+    slot: int = 0
+
+    def holds(self, at: str | None = None) -> bool:
+        """Whether the owner holds the name (for good, or by a claim that has not expired)."""
+        return self.claimed_until is None or self.claimed_until > (at or now())
 
 
 @dataclass(frozen=True)

@@ -116,4 +116,19 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE releases ADD COLUMN secret_env TEXT NOT NULL DEFAULT '{}';
     """,
+    # family claims: a new job name is held provisionally (claimed_until) by the first deploy
+    # that uses it, and for good once one succeeds; slot: the family's number, never reused (the
+    # local runtime runs each family as its own uid, derived from it)
+    """
+    ALTER TABLE families ADD COLUMN claimed_until TEXT;
+    ALTER TABLE families ADD COLUMN slot INTEGER;
+    CREATE TABLE family_slots (
+        slot INTEGER PRIMARY KEY AUTOINCREMENT,
+        family TEXT NOT NULL
+    );
+    INSERT INTO family_slots (family) SELECT name FROM families ORDER BY created_at, name;
+    UPDATE families SET slot = (
+        SELECT MAX(s.slot) FROM family_slots s WHERE s.family = families.name
+    );
+    """,
 ]

@@ -12,10 +12,8 @@ _names = itertools.count(1)
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One platform shared by the tests that do not need their own (each uses its own jobs)."""
-    running = Server(
-        tmp_path_factory.mktemp("racetrack"),
-        extra_args=("--auth-cache", "1"),  # grants and revokes apply within a second
-    ).start()
+    # the default --auth-cache (10 s): grants and revocations apply at once all the same
+    running = Server(tmp_path_factory.mktemp("racetrack")).start()
     yield running
     running.stop()
 

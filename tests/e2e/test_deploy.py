@@ -4,7 +4,7 @@ import shutil
 import subprocess
 import threading
 
-from tests.harness import EXAMPLES, JobRepo, job_processes, python_job
+from tests.harness import EXAMPLES, JobRepo, job_processes, python_job, wait_for
 
 
 def test_first_deploy_and_call(server, token, workdir):
@@ -161,13 +161,21 @@ def test_wrong_arguments_and_errors_have_the_documented_shape(server, token, wor
 def test_other_branches_are_stored_not_deployed(server, token, workdir, job_name):
     repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
     repo.git("checkout", "-q", "-b", "feature")
+    first = server.push(repo, "feature")
+    assert first.returncode != 0, "a new job name is claimed by a deploy, not by a parked branch"
+    assert f"{job_name} has not been deployed yet: its first push must deploy main" in first.stdout
+    stored = server.data_dir / "repos" / f"{job_name}.git"
+    wait_for(lambda: not stored.exists(), "the refused first push's repository to go (it ends)")
+    assert server.push(repo, "feature:main").returncode == 0
+
+    repo.commit(python_job(job_name, "return -sum(numbers)"))
     pushed = server.push(repo, "feature")
     assert pushed.returncode == 0, pushed.stderr
     assert "Branch 'feature' stored, not deployed: only main and master deploy." in pushed.stderr
     assert "git push <remote> feature:main" in pushed.stderr
-    assert server.call(job_name, "latest", payload={"numbers": [1]}, token=token)[0] == 404
-    assert server.push(repo, "feature:main").returncode == 0
     assert server.call(job_name, "latest", payload={"numbers": [1]}, token=token) == (200, 1)
+    assert server.push(repo, "feature:main").returncode == 0
+    assert server.call(job_name, "latest", payload={"numbers": [1]}, token=token) == (200, -1)
 
 
 def test_pushed_code_can_be_fetched_back(server, workdir, job_name):

@@ -35,9 +35,19 @@ def test_the_record_of_failures_stays_bounded(monkeypatch):
 
 def test_unauthenticated_connections_are_limited_per_address():
     gate = AuthThrottle(unauthenticated=2)
-    assert gate.opened("192.0.2.1") and gate.opened("192.0.2.1")
-    assert not gate.opened("192.0.2.1")
-    assert gate.opened("192.0.2.2"), "another address has its own limit"
+    assert gate.opened("192.0.2.1") is None and gate.opened("192.0.2.1") is None
+    assert gate.opened("192.0.2.1") == "too many unauthenticated connections from your address"
+    assert gate.opened("192.0.2.2") is None, "another address has its own limit"
     gate.settled("192.0.2.1")
     gate.settled("192.0.2.1")
-    assert gate.opened("192.0.2.1"), "a settled connection frees its place"
+    assert gate.opened("192.0.2.1") is None, "a settled connection frees its place"
+
+
+def test_unauthenticated_connections_are_limited_in_all():
+    gate = AuthThrottle(unauthenticated=2, unauthenticated_total=3)
+    assert [gate.opened(f"192.0.2.{n}") for n in range(3)] == [None, None, None]
+    refusal = gate.opened("192.0.2.9")
+    assert refusal == "too many unauthenticated connections to this server; try again shortly"
+    gate.settled("192.0.2.9")  # the refused one ends
+    gate.settled("192.0.2.0")
+    assert gate.opened("192.0.2.9") is None, "a settled connection frees a place in all"
