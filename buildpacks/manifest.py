@@ -27,6 +27,8 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 JOB_TYPES = ("python3", "docker-http", "docker-proxy", "golang")
 MAX_MANIFEST_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 32  # a real manifest nests 3 or 4 levels deep
+MAX_YAML_NODES = 10_000  # and holds a few hundred values
 MAX_REPLICAS = 50
 
 
@@ -197,10 +199,51 @@ def _env_mapping(value: Any) -> Any:
     return result
 
 
+# Set by the platform, or deciding what code a process loads: never the user's to set.
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "PORT",
+        "LISTEN_HOST",
+        "PUB_URL",
+        "AUTH_TOKEN",
+        "GIT_VERSION",
+        "ENTRYPOINT_PATH",
+        "ENTRYPOINT_CLASS",
+        "MAX_CONCURRENCY",
+        "MAX_CONCURRENCY_QUEUE",
+        "HOME_PAGE",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "PYTHONNOUSERSITE",
+        "PYTHONSAFEPATH",
+        "PYTHONPLATLIBDIR",
+        "PYTHONEXECUTABLE",
+        "PYTHONDONTWRITEBYTECODE",
+    }
+)
+RESERVED_ENV_PREFIXES = ("JOB_", "RACETRACK_", "LD_")
+
+
+def reserved_env(name: str) -> str | None:
+    """Why `name` may not be set by a job's manifest, secret env files or config (None: it
+    may). The platform's own variables always win, and these decide what a process loads."""
+    if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIXES):
+        return f"{name} is reserved: the platform sets it, or it changes what code a process loads"
+    return None
+
+
 def _check_env_names(value: dict[str, str]) -> dict[str, str]:
     bad = [name for name in value if not ENV_NAME_RE.fullmatch(name)]
     if bad:
         raise ValueError(f"{bad[0]!r} is not an environment variable name")
+    reserved = next((why for name in value if (why := reserved_env(name))), None)
+    if reserved:
+        raise ValueError(reserved)
     return value
 
 
@@ -406,14 +449,58 @@ def parse_manifest_with_warnings(
     return manifest, warnings
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that is valid but more than a manifest may be."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """YAML as a manifest needs it, and no more: no anchors or aliases (a few hundred bytes of
+    aliases expand into gigabytes: the "billion laughs"), at most MAX_YAML_DEPTH levels of
+    nesting and MAX_YAML_NODES values. Checked while composing, before anything is built."""
+
+    def __init__(self, stream: bytes | str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(problem=f"aliases (*{event.anchor}) are not allowed in a manifest",
+                           problem_mark=event.start_mark)  # fmt: skip
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise _Refused(problem=f"anchors (&{anchor}) are not allowed in a manifest",
+                           problem_mark=event.start_mark)  # fmt: skip
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise _Refused(problem=f"more than {MAX_YAML_NODES} values",
+                           problem_mark=event.start_mark)  # fmt: skip
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                               problem_mark=event.start_mark)  # fmt: skip
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def decode_manifest(text: bytes | str, *, source: str = "job.yaml") -> Any:
-    """YAML text to Python data, with errors that say where the YAML broke."""
+    """YAML text to Python data, with errors that say where the YAML broke; bounded in size,
+    nesting and values, with no aliases (see `_BoundedLoader`)."""
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError(
             [f"{source}: {len(text)} bytes is larger than the limit of {MAX_MANIFEST_BYTES} bytes"]
         )
+    loader: _BoundedLoader | None = None
     try:
-        return yaml.safe_load(text)
+        loader = _BoundedLoader(text)  # reading starts here: a bad encoding fails here
+        return loader.get_single_data()
+    except _Refused as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ManifestError([f"{source}{where}: {exc.problem}"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -421,6 +508,9 @@ def decode_manifest(text: bytes | str, *, source: str = "job.yaml") -> Any:
         raise ManifestError([f"{source} is not valid YAML{where}: {problem}"]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([f"{source} is not valid YAML: {' '.join(str(exc).split())}"]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def merge_manifests(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

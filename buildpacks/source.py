@@ -23,6 +23,7 @@ from buildpacks.manifest import (
     decode_manifest,
     merge_manifests,
     parse_manifest_with_warnings,
+    reserved_env,
 )
 
 MANIFEST_NAME = "job.yaml"
@@ -125,6 +126,8 @@ def read_env_file(root: Path, relative: str, field: str) -> dict[str, str]:
         name = name.strip()
         if not equals or not ENV_NAME_RE.fullmatch(name):
             raise BuildFailed(f"{field}: line {number} of {relative!r} is not NAME=VALUE")
+        if reason := reserved_env(name):
+            raise BuildFailed(f"{field}: line {number} of {relative!r}: {reason}")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]

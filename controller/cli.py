@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--public-url", help="base URL of the router in printed job URLs")
     serve.add_argument(
+        "--secrets-key-file",
+        type=Path,
+        metavar="FILE",
+        help="the key that encrypts config and secret values in the store, mode 0600; created"
+        " if missing (default: secrets.key in the data dir)",
+    )
+    serve.add_argument(
         "--no-auth",
         action="store_true",
         help="let anyone call jobs without a token (local experiments only)",
@@ -157,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds the router remembers that a caller may call an endpoint (grants,"
         " revocations and removals apply at once)",
+    )
+    serve.add_argument(
+        "--name-claim-grace",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="after a failed first deploy, the job name stays the pusher's this long (to retry)",
     )
     serve.add_argument(
         "--upstream-timeout",
@@ -292,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         admin_keys=tuple(args.admin_key),
         public_url=args.public_url,
+        secrets_key_file=args.secrets_key_file,
+        name_claim_grace=args.name_claim_grace,
         auth=not args.no_auth,
         ready_timeout=args.ready_timeout,
         keep_releases=args.keep_images,

@@ -24,7 +24,11 @@ from controller.authorization import CallAuthorizer
 from controller.build_step import BuildStep
 from controller.deployer import Deployer, DeploySettings
 from controller.errors import StartupError
-from controller.keyfiles import load_or_create_host_key, load_or_create_token_key
+from controller.keyfiles import (
+    load_or_create_host_key,
+    load_or_create_secrets_key,
+    load_or_create_token_key,
+)
 from controller.permissions import Permissions
 from controller.runtime_setup import RuntimeSettings, make_runtime
 from controller.runtimes.base import Runtime
@@ -34,6 +38,7 @@ from controller.services import Services
 from controller.serving import ServingTable
 from controller.ssh_operations import SshOperations
 from controller.store import Store
+from controller.store.sealing import SecretBox
 from controller.tokens import TokenMinter
 from gitreceiver.pack_limits import PackLimits
 from gitreceiver.repos import RepoStore
@@ -69,6 +74,8 @@ class Settings:
     max_object_bytes: int = 100 * 1024 * 1024  # one file (blob) of a push, inflated
     git_idle_timeout: float = 120.0  # a git client's silence before its session is closed
     max_git_sessions_per_user: int = 8
+    name_claim_grace: float = 600.0  # a failed first deploy holds the job name this long
+    secrets_key_file: Path | None = None  # default: secrets.key in the data dir
     upstream_timeout: float = 300.0  # a job's time to start answering a call (then: 504)
     header_timeout: float = 10.0  # a client's time to send a request's head (then: closed)
 
@@ -132,7 +139,8 @@ class Platform:
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
         data.chmod(0o700)  # the platform's alone: its keys, database, repos and artifacts
         runtime, image_builder = make_runtime(settings.runtime, data)
-        self._store = store = Store(data / "racetrack.db")
+        secrets_key = load_or_create_secrets_key(data, settings.secrets_key_file)
+        self._store = store = Store(data / "racetrack.db", secrets=SecretBox(secrets_key))
         accounts = Accounts(store, TokenMinter(load_or_create_token_key(data)))
         for key_path in settings.admin_keys:
             user = accounts.register_admin_key(key_path)
@@ -205,6 +213,7 @@ class Platform:
             deployer,
             auth_required=settings.auth,
             single_user=single_user,
+            claim_grace=settings.name_claim_grace,
         )
         host_key = load_or_create_host_key(data)
         self._receiver = GitReceiver(

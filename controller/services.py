@@ -19,4 +19,6 @@ class Services:
     auth_required: bool
     # --insecure-single-user: jobs are not isolated, so no second user may exist
     single_user: bool = False
+    # how long a new job name stays with the user whose first deploy of it failed (a retry)
+    claim_grace: float = 600.0
     ssh_url: str = ""  # ssh://git@HOST:PORT, known once the SSH server has bound its port

@@ -18,9 +18,6 @@ from controller.permissions import (
 from controller.services import Services
 from gitreceiver.interface import CommandIO, DeployRejected, Identity, RefUpdate
 
-# how long a new job name stays with the user whose first deploy of it failed
-CLAIM_GRACE_SECONDS = 600
-
 
 def _later(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="seconds")
@@ -88,7 +85,7 @@ class SshOperations:
             family = store.family(job)
             if family is not None and family.claimed_until is None:
                 return
-            held = store.claim_family(job, identity.name, until=_later(CLAIM_GRACE_SECONDS))
+            held = store.claim_family(job, identity.name, until=_later(services.claim_grace))
             if held.owner != identity.name:
                 raise DeployFailed(_claimed_message(job, held.claimed_until or ""))
 
@@ -107,7 +104,7 @@ class SshOperations:
             held = store.family(job)
             if held is not None and held.claimed_until is not None and held.owner == identity.name:
                 # the grace for a retry runs from the failure
-                store.claim_family(job, identity.name, until=_later(CLAIM_GRACE_SECONDS))
+                store.claim_family(job, identity.name, until=_later(services.claim_grace))
             store.audit(identity.subject, "deploy:failed", job, f"{commit[:12]}: {exc}")
             raise DeployRejected(str(exc)) from None
         held = store.family(job)

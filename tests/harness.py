@@ -16,6 +16,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ class Server:
     extra_args: tuple[str, ...] = ()
     # what runs `racetrack serve`: this checkout by default, or e.g. `docker run ... image`
     launcher: tuple[str, ...] = (sys.executable, "-m", "controller.cli", "serve")
+    env: dict[str, str] | None = None  # the server's environment (default: the test's)
     data_dir: Path = field(init=False)
     key: Path = field(init=False)
     ssh_port: int = 0
@@ -86,7 +89,7 @@ class Server:
         ]  # fmt: skip
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=log, text=True, cwd=self.workdir
+            args, stdout=subprocess.PIPE, stderr=log, text=True, cwd=self.workdir, env=self.env
         )
         lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         stdout = self.process.stdout
@@ -117,6 +120,17 @@ class Server:
         host_key = (self.data_dir / "ssh_host_ed25519_key.pub").read_text().split()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {host_key[0]} {host_key[1]}\n")
         return self
+
+    def rss(self) -> tuple[int, int]:
+        """The server's resident memory now and at its peak since `reset_peak_rss`, in bytes."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines())
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+    def reset_peak_rss(self) -> None:
+        assert self.process is not None
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         assert self.process is not None
@@ -358,3 +372,37 @@ def docker_engine_problem() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return "no Docker engine with racetrack/python3-base:bookworm: run scripts/setup-docker"
     return None
+
+
+@contextmanager
+def honest_calls(
+    server: Server,
+    job: str,
+    token: str,
+    payload: Any = None,
+    expected: tuple[int, Any] = (200, 3),
+) -> Iterator[list[Any]]:
+    """While the block runs, an honest user calls `job` over and over (20 ms apart); after it,
+    every call must have had the expected answer, and there must have been some."""
+    answers: list[Any] = []
+    stop = threading.Event()
+
+    def call() -> None:
+        while not stop.is_set():
+            try:
+                answers.append(
+                    server.call(job, "latest", payload=payload or {"numbers": [1, 2]}, token=token)
+                )
+            except Exception as exc:  # a dropped call is a failed call
+                answers.append(("error", repr(exc)))
+            stop.wait(0.02)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        caller.join(120)
+    wrong = [a for a in answers if a != expected]
+    assert answers and not wrong, f"{len(wrong)} of {len(answers)} honest calls failed: {wrong[:3]}"

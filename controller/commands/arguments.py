@@ -6,12 +6,9 @@ from __future__ import annotations
 import argparse
 import re
 
-from buildpacks.manifest import ENV_NAME_RE, JOB_NAME_RE, MAX_REPLICAS, SEMVER_RE
+from buildpacks.manifest import ENV_NAME_RE, JOB_NAME_RE, MAX_REPLICAS, SEMVER_RE, reserved_env
 
 USER_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
-RESERVED_ENV = frozenset(
-    {"JOB_NAME", "JOB_VERSION", "GIT_VERSION", "PORT", "PUB_URL", "AUTH_TOKEN", "LISTEN_HOST"}
-)
 MAX_CONFIG_VALUE = 64 * 1024
 
 
@@ -67,12 +64,11 @@ def replicas(text: str) -> int:
 
 
 def env_name(text: str) -> str:
+    """A name to unset: any variable name (one set before it was reserved can go)."""
     if not ENV_NAME_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"{_printable(text)!r} is not an environment variable name"
         )
-    if text in RESERVED_ENV:
-        raise argparse.ArgumentTypeError(f"{text} is set by the platform and cannot be configured")
     return text
 
 
@@ -81,6 +77,8 @@ def env_pair(text: str) -> tuple[str, str]:
     if not equals:
         raise argparse.ArgumentTypeError(f"{_printable(text)!r} is not KEY=VALUE")
     env_name(name)
+    if reason := reserved_env(name):
+        raise argparse.ArgumentTypeError(reason)
     if "\0" in value or len(value) > MAX_CONFIG_VALUE:
         raise argparse.ArgumentTypeError(f"the value of {name} has a NUL byte or is too long")
     return name, value

@@ -94,8 +94,8 @@ class DockerRuntime:
         artifact = ImageArtifact.from_record(spec.artifact)
         host_mode = self._network == HOST_NETWORK
         env = {
-            **artifact.env,
-            **spec.env,
+            **spec.env,  # the job's: its manifest, secrets and config
+            **artifact.env,  # how the image runs: wins over those
             "PORT": str(port),
             "LISTEN_HOST": self._host if host_mode else "0.0.0.0",
             "RACETRACK_SHUTDOWN_GRACE": str(self._shutdown_grace * 0.8),

@@ -140,8 +140,8 @@ class LocalRuntime:
         scratch = await asyncio.to_thread(self._fresh_scratch, spec.name, uid)
         home = scratch / "home"
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
-        env.update({k: artifact.expand(v) for k, v in artifact.env.items()})
-        env.update(spec.env)
+        env.update(spec.env)  # the job's: its manifest, secrets and config
+        env.update({k: artifact.expand(v) for k, v in artifact.env.items()})  # wins over those
         env.update(
             {
                 "HOME": str(home),
@@ -335,7 +335,7 @@ class LocalRuntime:
         for line in lines:
             yield line.decode("utf-8", "replace")
         if follow:
-            async for line in follow_lines(instance.log_path, position):
+            async for line in follow_lines(instance.log_path, position, self._log_settings.keep):
                 yield line.decode("utf-8", "replace")
 
     async def artifact_available(self, artifact: Mapping[str, Any]) -> bool:

@@ -130,20 +130,21 @@ def tail_lines(path: Path, count: int, keep: int = DEFAULT_KEEP) -> tuple[list[b
     return (lines[-count:] if count > 0 else []), position
 
 
-async def follow_lines(path: Path, position: Position) -> AsyncIterator[bytes]:
-    """New lines of the log from `position` on, as they are written, across rotations; runs
-    until cancelled. Reads happen in a worker thread."""
+async def follow_lines(
+    path: Path, position: Position, keep: int = DEFAULT_KEEP
+) -> AsyncIterator[bytes]:
+    """New lines of the log from `position` on, as they are written, across rotations (the
+    rest of a file that was rotated away is read before its successor); runs until
+    cancelled. Reads happen in a worker thread."""
     handle: BinaryIO | None = None
-    inode = position.inode
-    offset = position.offset
     pending = b""
     try:
+        handle = await asyncio.to_thread(_open_at, path, position, keep)
         while True:
             if handle is None:
-                handle = await asyncio.to_thread(_open_at, path, inode, offset)
-                if handle is None:
-                    await asyncio.sleep(FOLLOW_INTERVAL)
-                    continue
+                await asyncio.sleep(FOLLOW_INTERVAL)  # no log yet
+                handle = await asyncio.to_thread(_open_at, path, Position(0, 0), keep)
+                continue
             chunk = await asyncio.to_thread(handle.read, BLOCK)
             if chunk:
                 pending += chunk
@@ -151,10 +152,10 @@ async def follow_lines(path: Path, position: Position) -> AsyncIterator[bytes]:
                 for line in complete:
                     yield line
                 continue
-            current = await asyncio.to_thread(_inode, path)
-            if current is not None and current != os.fstat(handle.fileno()).st_ino:
-                handle.close()  # rotated: the old file is complete, go on with the new one
-                handle, inode, offset = None, current, 0
+            newer = await asyncio.to_thread(_successor, path, handle, keep)
+            if newer is not None:
+                handle.close()  # this file is complete: go on with the one written after it
+                handle = newer
                 continue
             # a file has no change notification to wait on: look again shortly
             await asyncio.sleep(FOLLOW_INTERVAL)
@@ -163,18 +164,41 @@ async def follow_lines(path: Path, position: Position) -> AsyncIterator[bytes]:
             handle.close()
 
 
-def _inode(path: Path) -> int | None:
-    try:
-        return path.stat().st_ino
-    except FileNotFoundError:
-        return None
+def _index_of(path: Path, inode: int, keep: int) -> int | None:
+    """Which of the log's files (0: the current one) has this inode now, if any."""
+    for number in range(max(keep, 1)):
+        try:
+            if rotated(path, number).stat().st_ino == inode:
+                return number
+        except FileNotFoundError:
+            continue
+    return None
 
 
-def _open_at(path: Path, inode: int, offset: int) -> BinaryIO | None:
+def _open_at(path: Path, position: Position, keep: int) -> BinaryIO | None:
+    """The file a reader stopped in, at its offset (wherever rotation moved it); if it is
+    gone, the oldest file there is, from its start."""
+    number = _index_of(path, position.inode, keep) if position.inode else None
+    if number is not None:
+        handle = rotated(path, number).open("rb")
+        handle.seek(position.offset)
+        return handle
+    for older in range(max(keep, 1) - 1, -1, -1):
+        try:
+            return rotated(path, older).open("rb")
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _successor(path: Path, handle: BinaryIO, keep: int) -> BinaryIO | None:
+    """The file written after the one `handle` read to its end, if there is one yet."""
+    number = _index_of(path, os.fstat(handle.fileno()).st_ino, keep)
+    if number == 0:
+        return None  # the current file: wait for more
+    if number is None:  # rotated out of the kept files meanwhile: the oldest kept one is next
+        return _open_at(path, Position(0, 0), keep)
     try:
-        handle = path.open("rb")
+        return rotated(path, number - 1).open("rb")
     except FileNotFoundError:
         return None
-    if os.fstat(handle.fileno()).st_ino == inode:
-        handle.seek(offset)
-    return handle

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from controller.store.base import StoreBase
+from controller.store.base import StoreBase, config_place
 from controller.store.records import AuditEvent, Family, Grant, now, record_of
 
 
@@ -113,32 +113,30 @@ class AccessStore(StoreBase):
             )
         return [record_of(AuditEvent, r) for r in rows]
 
-    # per-job config (the environment every release of the job runs with)
+    # per-job config (the environment every release of the job runs with) and build config (the
+    # environment of the job's builds: `config:set --build`); values are sealed at rest
 
     def job_config(self, job: str) -> dict[str, str]:
-        rows = self._all("SELECT key, value FROM job_config WHERE job = ? ORDER BY key", (job,))
-        return {r["key"]: r["value"] for r in rows}
+        return self._config("job_config", job)
 
     def replace_job_config(self, job: str, config: dict[str, str]) -> None:
-        with self._transaction():
-            self._db.execute("DELETE FROM job_config WHERE job = ?", (job,))
-            self._db.executemany(
-                "INSERT INTO job_config (job, key, value) VALUES (?, ?, ?)",
-                [(job, key, value) for key, value in config.items()],
-            )
-
-    # per-job build config (the environment of the job's builds: `config:set --build`)
+        self._replace_config("job_config", job, config)
 
     def job_build_config(self, job: str) -> dict[str, str]:
-        rows = self._all(
-            "SELECT key, value FROM job_build_config WHERE job = ? ORDER BY key", (job,)
-        )
-        return {r["key"]: r["value"] for r in rows}
+        return self._config("job_build_config", job)
 
     def replace_job_build_config(self, job: str, config: dict[str, str]) -> None:
+        self._replace_config("job_build_config", job, config)
+
+    def _config(self, table: str, job: str) -> dict[str, str]:
+        rows = self._all(f"SELECT key, value FROM {table} WHERE job = ? ORDER BY key", (job,))
+        return {r["key"]: self._open(r["value"], config_place(table, job, r["key"])) for r in rows}
+
+    def _replace_config(self, table: str, job: str, config: dict[str, str]) -> None:
+        sealed = [
+            (job, key, self._seal(value, config_place(table, job, key)))
+            for key, value in config.items()
+        ]
         with self._transaction():
-            self._db.execute("DELETE FROM job_build_config WHERE job = ?", (job,))
-            self._db.executemany(
-                "INSERT INTO job_build_config (job, key, value) VALUES (?, ?, ?)",
-                [(job, key, value) for key, value in config.items()],
-            )
+            self._db.execute(f"DELETE FROM {table} WHERE job = ?", (job,))
+            self._db.executemany(f"INSERT INTO {table} (job, key, value) VALUES (?, ?, ?)", sealed)

@@ -137,7 +137,8 @@ def user_of(row: sqlite3.Row) -> User:
     )
 
 
-def release_of(row: sqlite3.Row) -> Release:
+def release_of(row: sqlite3.Row, *, config: dict[str, str], secret_env: dict[str, str]) -> Release:
+    """A release from its row; `config` and `secret_env` are its opened (unsealed) values."""
     return Release(
         id=row["id"],
         job=row["job"],
@@ -153,10 +154,10 @@ def release_of(row: sqlite3.Row) -> Release:
         deployed_by=row["deployed_by"],
         created_at=row["created_at"],
         finished_at=row["finished_at"],
-        config=json.loads(row["config"]),
+        config=config,
         rollback_of=row["rollback_of"],
         cause=row["cause"],
-        secret_env=json.loads(row["secret_env"]),
+        secret_env=secret_env,
     )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from sqlite3 import Row
 from typing import Any
 
-from controller.store.base import StoreBase
+from controller.store.base import RELEASE_SECRET_COLUMNS, StoreBase, release_place
 from controller.store.records import Cause, Release, ReleaseStatus, now, release_of
 
 
@@ -35,10 +36,10 @@ class ReleaseStore(StoreBase):
                     ReleaseStatus.DEPLOYING,
                     deployed_by,
                     now(),
-                    json.dumps(config or {}),
+                    self._seal_json("config", job, config or {}),
                     rollback_of,
                     cause,
-                    json.dumps(secret_env or {}),
+                    self._seal_json("secret_env", job, secret_env or {}),
                 ),
             )
         release = self.release_by_id(release_id)
@@ -47,11 +48,11 @@ class ReleaseStore(StoreBase):
 
     def release_by_id(self, release_id: int) -> Release | None:
         row = self._one("SELECT * FROM releases WHERE id = ?", (release_id,))
-        return release_of(row) if row else None
+        return self._release(row) if row else None
 
     def release_by_number(self, job: str, number: int) -> Release | None:
         row = self._one("SELECT * FROM releases WHERE job = ? AND number = ?", (job, number))
-        return release_of(row) if row else None
+        return self._release(row) if row else None
 
     def describe_release(
         self, release: Release, *, version: str, jobtype: str, manifest: dict[str, Any]
@@ -65,7 +66,8 @@ class ReleaseStore(StoreBase):
     def set_secret_env(self, release: Release, secret_env: dict[str, str]) -> Release:
         """The values of the release's secret_runtime_env_file (read from its commit)."""
         self._db.execute(
-            "UPDATE releases SET secret_env = ? WHERE id = ?", (json.dumps(secret_env), release.id)
+            "UPDATE releases SET secret_env = ? WHERE id = ?",
+            (self._seal_json("secret_env", release.job, secret_env), release.id),
         )
         return self._reload(release)
 
@@ -103,6 +105,17 @@ class ReleaseStore(StoreBase):
             ),
         )
 
+    def _seal_json(self, column: str, job: str, values: dict[str, str]) -> str:
+        return self._seal(json.dumps(values), release_place(column, job))
+
+    def _release(self, row: Row) -> Release:
+        """A release from its row, its config and secret values opened."""
+        opened = {
+            column: json.loads(self._open(row[column], release_place(column, row["job"])))
+            for column in RELEASE_SECRET_COLUMNS
+        }
+        return release_of(row, **opened)
+
     def _reload(self, release: Release) -> Release:
         reloaded = self.release_by_id(release.id)
         assert reloaded is not None
@@ -117,7 +130,7 @@ class ReleaseStore(StoreBase):
         if status is not None:
             sql += " AND status = ?"
             params.append(status)
-        return [release_of(r) for r in self._all(sql + " ORDER BY job, number", params)]
+        return [self._release(r) for r in self._all(sql + " ORDER BY job, number", params)]
 
     def jobs(self) -> list[str]:
         return [r["job"] for r in self._all("SELECT DISTINCT job FROM releases ORDER BY job")]

@@ -20,9 +20,12 @@ from controller.runtimes.local import LocalRuntime
 from controller.services import Services
 from controller.serving import ServingTable
 from controller.store import Store
+from controller.store.sealing import SecretBox
 from controller.tokens import TokenMinter
 from gitreceiver.commands import AdminCommand, CommandError, GitCommand, parse_exec_command
 from gitreceiver.repos import RepoStore
+
+SECRETS = SecretBox(b"s" * 32)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -123,7 +126,7 @@ def platform(
 ) -> Iterator[tuple[Services, asyncio.AbstractEventLoop]]:
     """The controller's real parts on a temporary data dir, nothing started."""
     data = tmp_path_factory.mktemp("fuzz")
-    store = Store(data / "racetrack.db")
+    store = Store(data / "racetrack.db", secrets=SECRETS)
     accounts = Accounts(store, TokenMinter(b"k" * 32))
     accounts.create_user("admin", is_admin=True)
     runtime = LocalRuntime(data)

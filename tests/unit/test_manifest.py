@@ -348,3 +348,53 @@ def test_python3_extra_takes_racetracks_concurrency_and_home_page_fields():
     assert errors_of({**GOOD, "jobtype_extra": {**extra, "max_concurrency": 0}}) == [
         "jobtype_extra.max_concurrency: 0 input should be greater than or equal to 1"
     ]
+
+
+ALIAS_BOMB = "name: adder\nlabels:\n  a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  {chr(98 + n)}: &{chr(98 + n)} [{', '.join([f'*{chr(97 + n)}'] * 9)}]\n" for n in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (ALIAS_BOMB, "job.yaml at line 3, column 6: anchors (&a) are not allowed in a manifest"),
+        ("name: adder\nbase: *missing\n", "line 2, column 7: aliases (*missing) are not allowed"),
+        ("a: &x 1\n<<: *x\n", "anchors (&x) are not allowed in a manifest"),
+        ("a: " + "[" * 40 + "]" * 40 + "\n", "line 1, column 35: nested deeper than 32 levels"),
+        ("- x\n" * 20_000, "line 10000, column 3: more than 10000 values"),
+    ],
+)
+def test_yaml_that_expands_or_nests_without_bound_is_refused_before_it_is_built(text, message):
+    """A 439-byte alias bomb once took gigabytes and minutes: refused while composing."""
+    with pytest.raises(ManifestError) as refused:
+        decode_manifest(text)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("field", ["runtime_env", "build_env"])
+@pytest.mark.parametrize(
+    "name", ["PYTHONPATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME", "PORT", "JOB_NAME"]
+)
+def test_reserved_environment_names_are_refused_naming_the_variable(field, name):
+    data = {**GOOD, field: {"GREETING": "hi", name: "/tmp/evil"}}
+    with pytest.raises(ManifestError) as refused:
+        parse_manifest(data)
+    assert f"{name} is reserved: the platform sets it, or it changes what code" in str(
+        refused.value
+    )
+    assert str(refused.value).startswith(f"{field}: ")
+
+
+def test_reserved_names_in_a_committed_secret_env_file_are_refused(tmp_path):
+    (tmp_path / "job.yaml").write_text(
+        "name: adder\nowner_email: a@b.c\njobtype: python3\njobtype_extra:\n"
+        "  entrypoint_path: adder.py\nsecret_runtime_env_file: secrets.env\n"
+    )
+    (tmp_path / "secrets.env").write_text("API_KEY=1\nLD_PRELOAD=/tmp/evil.so\n")
+    with pytest.raises(BuildFailed) as refused:
+        load_job_source(tmp_path, "adder")
+    assert str(refused.value) == (
+        "secret_runtime_env_file: line 2 of 'secrets.env': LD_PRELOAD is reserved: the platform"
+        " sets it, or it changes what code a process loads"
+    )

@@ -7,7 +7,10 @@ import pytest
 from controller.accounts import Accounts, NotAuthenticated
 from controller.store import Store
 from controller.store.schema import MIGRATIONS
+from controller.store.sealing import SecretBox, UnsealFailed
 from controller.tokens import TokenMinter
+
+SECRETS = SecretBox(b"s" * 32)
 
 FAMILIES_MIGRATION = 3  # migrations before this one know nothing of job families
 
@@ -27,7 +30,7 @@ def test_jobs_deployed_before_families_existed_belong_to_their_first_deployer(tm
     db.commit()
     db.close()
 
-    store = Store(path)
+    store = Store(path, secrets=SECRETS)
     try:
         old, other = store.family("old"), store.family("other")
         assert old is not None and (old.owner, old.created_at) == (
@@ -41,7 +44,7 @@ def test_jobs_deployed_before_families_existed_belong_to_their_first_deployer(tm
 
 
 def test_a_removed_users_id_and_token_are_never_given_to_a_new_user(tmp_path):
-    store = Store(tmp_path / "racetrack.db")
+    store = Store(tmp_path / "racetrack.db", secrets=SECRETS)
     accounts = Accounts(store, TokenMinter(b"k" * 32))
     try:
         accounts.create_user("admin", is_admin=True)
@@ -76,7 +79,7 @@ def test_releases_made_before_secret_env_existed_have_none(tmp_path):
     db.commit()
     db.close()
 
-    store = Store(path)
+    store = Store(path, secrets=SECRETS)
     try:
         (release,) = store.releases(job="old")
         assert release.secret_env == {}
@@ -86,7 +89,7 @@ def test_releases_made_before_secret_env_existed_have_none(tmp_path):
 
 
 def test_build_config_is_kept_apart_from_the_runtime_config(tmp_path):
-    store = Store(tmp_path / "racetrack.db")
+    store = Store(tmp_path / "racetrack.db", secrets=SECRETS)
     try:
         store.replace_job_config("adder", {"MODE": "fast"})
         store.replace_job_build_config("adder", {"INDEX_TOKEN": "t0ken", "FLAVOR": "blue"})
@@ -100,7 +103,7 @@ def test_build_config_is_kept_apart_from_the_runtime_config(tmp_path):
 
 
 def test_a_releases_secret_values_are_kept_and_never_in_its_repr(tmp_path):
-    store = Store(tmp_path / "racetrack.db")
+    store = Store(tmp_path / "racetrack.db", secrets=SECRETS)
     try:
         release = store.create_release("adder", "a" * 40, "admin")
         release = store.set_secret_env(release, {"TOKEN": "s3cret-value"})
@@ -110,3 +113,83 @@ def test_a_releases_secret_values_are_kept_and_never_in_its_repr(tmp_path):
         assert "s3cret-value" not in repr(again)
     finally:
         store.close()
+
+
+def test_config_and_secret_values_are_sealed_at_rest_and_files_are_the_platforms(tmp_path):
+    path = tmp_path / "racetrack.db"
+    store = Store(path, secrets=SECRETS)
+    try:
+        store.replace_job_config("adder", {"API_KEY": "plain-config-value"})
+        store.replace_job_build_config("adder", {"INDEX_TOKEN": "plain-build-value"})
+        release = store.create_release(
+            "adder", "a" * 40, "admin", config={"API_KEY": "plain-config-value"}
+        )
+        store.set_secret_env(release, {"TOKEN": "plain-secret-value"})
+        store.audit("user:admin", "config:set", "adder", "API_KEY")
+    finally:
+        store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("racetrack"))
+    for value in (b"plain-config-value", b"plain-build-value", b"plain-secret-value"):
+        assert value not in raw, f"{value!r} is stored in the clear"
+    assert b"API_KEY" in raw, "key names stay readable (config:show lists them)"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o600), modes
+
+    reopened = Store(path, secrets=SECRETS)
+    try:
+        assert reopened.job_config("adder") == {"API_KEY": "plain-config-value"}
+        assert reopened.releases(job="adder")[0].secret_env == {"TOKEN": "plain-secret-value"}
+    finally:
+        reopened.close()
+    with pytest.raises(UnsealFailed, match="does not open with this secrets key"):
+        Store(path, secrets=SecretBox(b"k" * 32)).job_config("adder")
+
+
+def test_a_sealed_value_moved_to_another_job_does_not_open(tmp_path):
+    path = tmp_path / "racetrack.db"
+    store = Store(path, secrets=SECRETS)
+    try:
+        store.replace_job_config("victim", {"API_KEY": "the-victims-secret"})
+        store.replace_job_config("thief", {"API_KEY": "x"})
+        db = sqlite3.connect(path)
+        db.execute(
+            "UPDATE job_config SET value = (SELECT value FROM job_config WHERE job = 'victim')"
+            " WHERE job = 'thief'"
+        )
+        db.commit()
+        db.close()
+        with pytest.raises(UnsealFailed):
+            store.job_config("thief")
+    finally:
+        store.close()
+
+
+def test_values_stored_before_sealing_are_sealed_on_start(tmp_path):
+    path = tmp_path / "racetrack.db"
+    Store(path, secrets=SECRETS).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO job_config (job, key, value) VALUES ('old', 'MODE', 'plain-old')")
+    db.execute(
+        "INSERT INTO releases (job, number, commit_sha, status, deployed_by, created_at, config,"
+        " secret_env) VALUES ('old', 1, ?, 'serving', 'alice', '2026-01-01T00:00:00+00:00',"
+        " '{\"MODE\": \"plain-old\"}', '{}')",
+        ("a" * 40,),
+    )
+    db.commit()
+    db.close()
+    path.chmod(0o644)  # as an older version left it
+
+    store = Store(path, secrets=SECRETS)
+    try:
+        assert store.job_config("old") == {"MODE": "plain-old"}
+        assert store.releases(job="old")[0].config == {"MODE": "plain-old"}
+    finally:
+        store.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    db = sqlite3.connect(path)
+    stored = db.execute("SELECT value FROM job_config").fetchone()[0]
+    (config,) = db.execute("SELECT config FROM releases").fetchone()
+    db.close()
+    assert stored.startswith("rtenc1:") and config.startswith("rtenc1:")
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("racetrack"))
+    assert b"plain-old" not in raw, "the old text is not left in free pages or the log"
