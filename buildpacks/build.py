@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -236,9 +237,15 @@ def no_space_means(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) or _copy_ran_out_of_space(exc):
             raise BuildFailed(f"no space left on device while {what}") from None
         raise
+
+
+def _copy_ran_out_of_space(exc: OSError) -> bool:
+    """shutil.copytree gathers its failures into one shutil.Error, errno unset."""
+    failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else []
+    return isinstance(failures, list) and any(NO_SPACE in str(failure) for failure in failures)
 
 
 def run_logged(

@@ -386,13 +386,12 @@ def honest_calls(
     every call must have had the expected answer, and there must have been some."""
     answers: list[Any] = []
     stop = threading.Event()
+    body = {"numbers": [1, 2]} if payload is None else payload
 
     def call() -> None:
         while not stop.is_set():
             try:
-                answers.append(
-                    server.call(job, "latest", payload=payload or {"numbers": [1, 2]}, token=token)
-                )
+                answers.append(server.call(job, "latest", payload=body, token=token))
             except Exception as exc:  # a dropped call is a failed call
                 answers.append(("error", repr(exc)))
             stop.wait(0.02)

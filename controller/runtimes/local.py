@@ -440,9 +440,18 @@ async def _read_child_pid(fd: int) -> int:
 
 
 async def _copy_output(stream: asyncio.StreamReader, output: RotatingLog) -> None:
-    """The instance's stdout and stderr into its rotating log, until the pipe closes."""
+    """The instance's stdout and stderr into its rotating log, until the pipe closes. Output
+    that cannot be written (a full disk) is dropped, never left in the pipe: a job must not
+    block on its own log."""
+    failing = False
     try:
         while chunk := await stream.read(OUTPUT_CHUNK):
-            output.write(chunk)
+            try:
+                output.write(chunk)
+                failing = False
+            except OSError as exc:
+                if not failing:
+                    log.warning("cannot write %s (output dropped): %s", output.path, exc)
+                failing = True
     finally:
         output.close()

@@ -105,7 +105,10 @@ def test_config_is_a_new_release_with_masked_values(server, token, workdir, job_
     for bad, reason in (
         ("a;b=1", "'a;b' is not an environment variable name"),
         ("PORT=1", "PORT is reserved: the platform sets it"),
-        ("LD_PRELOAD=/tmp/x.so", "LD_PRELOAD is reserved: the platform sets it, or it changes what"),
+        (
+            "LD_PRELOAD=/tmp/x.so",
+            "LD_PRELOAD is reserved: the platform sets it, or it changes what",
+        ),
         ("PYTHONPATH=/tmp", "PYTHONPATH is reserved"),
         ("JOB_NAME=x", "JOB_NAME is reserved"),
         ("novalue", "'novalue' is not KEY=VALUE"),
