@@ -23,3 +23,11 @@ ensure_venv() {
         echo "$want" > "$stamp"
     fi
 }
+
+# Jobs run in a bubblewrap sandbox: install it where we may (root, or sudo without a password);
+# elsewhere `racetrack serve` says what is missing.
+ensure_sandbox() {
+    if ! command -v bwrap >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
+        "$ROOT/scripts/setup-sandbox"
+    fi
+}

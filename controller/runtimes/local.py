@@ -187,7 +187,7 @@ class LocalRuntime:
         earlier instance of the same name (or of an earlier owner of the job name) is left."""
         scratch = self._scratch / name
         if scratch.exists():
-            shutil.rmtree(scratch)
+            _remove_scratch(scratch)
         for directory in (scratch, scratch / "home", scratch / "tmp"):
             directory.mkdir(mode=0o700, parents=True)
             if uid is not None:
@@ -279,7 +279,7 @@ class LocalRuntime:
                 log.warning("cgroups of %s are still busy; removed at the next start", scratch)
                 break
             await asyncio.sleep(CGROUP_RELEASE_INTERVAL)
-        await asyncio.to_thread(shutil.rmtree, scratch, True)
+        await asyncio.to_thread(_remove_scratch, scratch)
 
     async def _tail(self, instance: LocalInstance, lines: int = FAILURE_TAIL_LINES) -> str:
         found, _ = await asyncio.to_thread(
@@ -354,7 +354,7 @@ class LocalRuntime:
         removed += [f"cgroup {group}" for group in groups]
         if self._scratch.is_dir():
             for scratch in self._scratch.iterdir():
-                await asyncio.to_thread(shutil.rmtree, scratch, True)
+                await asyncio.to_thread(_remove_scratch, scratch)
         return removed
 
     def _kill_leftovers(self) -> list[str]:
@@ -407,6 +407,22 @@ class LocalRuntime:
             watch.cancel()
         if self._session is not None:
             await self._session.close()
+
+
+def _remove_scratch(scratch: Path) -> None:
+    """Remove an instance's scratch space, whatever modes the job left in it (a job of the
+    platform's own uid could make a directory unreadable to stop its removal)."""
+    pending = [str(scratch)]
+    while pending:  # a loop, not recursion: the job decides how deep it goes
+        directory = pending.pop()
+        with contextlib.suppress(OSError):
+            os.chmod(directory, 0o700)
+        try:
+            with os.scandir(directory) as entries:
+                pending += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _linked_from(directory: Path) -> list[Path]:
