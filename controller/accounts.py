@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncssh
 
 from controller.permissions import Principal
-from controller.store import Store, Token, User
+from controller.store import Release, Store, Token, User
 from controller.tokens import TokenMinter, hash_token
 from router.auth import AUTH_HEADER
 
@@ -90,6 +90,11 @@ class Accounts:
         if live:
             return self._row_token(live[-1])
         return self.create_token(subject, "racetrack")[1]
+
+    def upstream_key(self, release: Release) -> str:
+        """The key the router sends to a release's instances with each call, derived (so the
+        same after a restart, never stored) and different for every release."""
+        return self._minter.token_for(f"upstream:{release.id}:{release.job}", release.number)
 
     def create_user(self, name: str, *, is_admin: bool) -> User:
         return self._store.create_user(

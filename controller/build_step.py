@@ -29,7 +29,7 @@ from buildpacks.manifest import Manifest, ManifestError
 from buildpacks.source import JobSource, load_job_source
 from controller.errors import DeployFailed
 from controller.store import Release
-from gitreceiver.repos import RepoStore
+from gitreceiver.repos import CheckoutTooLarge, RepoStore
 
 Progress = Callable[[str], None]
 # lines a build thread may have handed to the event loop before it waits for them to be taken:
@@ -94,6 +94,8 @@ class BuildStep:
             warnings = await asyncio.to_thread(
                 self._repos.export, release.job, release.commit_sha, checkout
             )
+        except CheckoutTooLarge as exc:
+            raise DeployFailed(str(exc)) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DeployFailed(

@@ -116,6 +116,7 @@ class Deployer:
         drain: Drain,
         settings: DeploySettings,
         family_token: Callable[[str], str] = lambda _job: "",
+        upstream_key: Callable[[Release], str] = lambda _release: "",
     ) -> None:
         self._store = store
         self._build = build
@@ -124,6 +125,7 @@ class Deployer:
         self._drain = drain
         self._settings = settings
         self._family_token = family_token
+        self._upstream_key = upstream_key
         self.locks = JobLocks(settings.lock_timeout)
         # how pushers reach the commands, for notes in push output; set once SSH listens
         self.ssh_command = "ssh -p PORT git@HOST"
@@ -585,6 +587,8 @@ class Deployer:
             "PUB_URL": f"{self._settings.public_url}/pub",
             # the job family's own token: one job calls another through the router with it
             "AUTH_TOKEN": self._family_token(release.job),
+            # what the router sends with each call: the wrapper answers only calls bearing it
+            "RACETRACK_UPSTREAM_KEY": self._upstream_key(release),
         }
 
     def _specs(self, release: Release, manifest: Manifest) -> list[InstanceSpec]:

@@ -41,7 +41,7 @@ from controller.store import Store
 from controller.store.sealing import SecretBox
 from controller.tokens import TokenMinter
 from gitreceiver.pack_limits import PackLimits
-from gitreceiver.repos import RepoStore
+from gitreceiver.repos import CheckoutLimits, RepoStore
 from gitreceiver.server import GitReceiver
 from router.http_server import serve_http
 from router.proxy import Router
@@ -172,7 +172,8 @@ class Platform:
         shown_host = display_host(settings.host)
         public_url = (settings.public_url or f"http://{shown_host}:{router_port}").rstrip("/")
 
-        repos = RepoStore(data / "repos")
+        max_inflated = settings.max_push_inflated or 10 * settings.max_push_bytes
+        repos = RepoStore(data / "repos", CheckoutLimits(max_bytes=max_inflated))
         python3 = Python3Buildpack(data / "artifacts", data / "buildcache")
         buildpacks: dict[str, Buildpack] = {
             "python3": python3,
@@ -194,9 +195,10 @@ class Platform:
             store=store,
             build=build,
             runtime=runtime,
-            serving=ServingTable(router.publish),
+            serving=ServingTable(router.publish, upstream_key=accounts.upstream_key),
             drain=router.drain,
             family_token=accounts.family_token,
+            upstream_key=accounts.upstream_key,
             settings=DeploySettings(
                 public_url=public_url,
                 ready_timeout=settings.ready_timeout,
@@ -224,7 +226,7 @@ class Platform:
             max_push_bytes=settings.max_push_bytes,
             pack_limits=PackLimits(
                 max_object_bytes=settings.max_object_bytes,
-                max_inflated_bytes=settings.max_push_inflated or 10 * settings.max_push_bytes,
+                max_inflated_bytes=max_inflated,
             ),
             idle_timeout=settings.git_idle_timeout,
             max_git_sessions_per_user=settings.max_git_sessions_per_user,

@@ -42,7 +42,7 @@ class Serving:
         return "restarting" if up == 0 else f"degraded ({up}/{len(self.instances)} up)"
 
 
-def route_of(serving: Serving) -> JobRoute:
+def route_of(serving: Serving, upstream_key: str = "") -> JobRoute:
     release, manifest = serving.release, serving.manifest
     routing = Routing.from_record((release.artifact or {}).get("routing"))
     return JobRoute(
@@ -54,14 +54,20 @@ def route_of(serving: Serving) -> JobRoute:
         commit=release.commit_sha,
         strip_prefix=routing.strip_prefix,
         platform_probes=routing.platform_probes,
+        upstream_key=upstream_key,
     )
 
 
 class ServingTable:
     """The releases that serve; every change publishes a whole new route snapshot."""
 
-    def __init__(self, publish: Callable[[RouteSnapshot], None]) -> None:
+    def __init__(
+        self,
+        publish: Callable[[RouteSnapshot], None],
+        upstream_key: Callable[[Release], str] = lambda _release: "",
+    ) -> None:
         self._publish = publish
+        self._upstream_key = upstream_key
         self._entries: dict[Key, Serving] = {}
         self._generation = 0
 
@@ -90,5 +96,5 @@ class ServingTable:
 
     def publish(self) -> None:
         self._generation += 1
-        routes = [route_of(s) for s in self._entries.values()]
+        routes = [route_of(s, self._upstream_key(s.release)) for s in self._entries.values()]
         self._publish(RouteSnapshot.build(routes, self._generation))

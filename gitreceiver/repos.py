@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.objects import Blob, Commit, Tree
@@ -20,8 +21,9 @@ DEFAULT_BRANCH = b"main"
 class RepoStore:
     """`<root>/<job>.git`, created on the first push with HEAD pointing at main."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, checkout_limits: CheckoutLimits | None = None) -> None:
         self.root = root
+        self.checkout_limits = checkout_limits or CheckoutLimits()
         root.mkdir(parents=True, exist_ok=True)
         for repo in root.glob("*.git"):
             remove_stale(repo / "objects")
@@ -75,36 +77,83 @@ class RepoStore:
             if not isinstance(obj, Commit):
                 raise ValueError(f"{commit} is not a commit")
             warnings: list[str] = []
-            _export_tree(repo, obj.tree, dest, "", warnings)
+            _export_tree(repo, obj.tree, dest, warnings, self.checkout_limits)
         _drop_escaping_symlinks(dest, warnings)
         return warnings
 
 
-def _export_tree(repo: Repo, tree_id: bytes, dest: Path, prefix: str, warnings: list[str]) -> None:
-    tree = repo[tree_id]
-    assert isinstance(tree, Tree)
-    dest.mkdir(parents=True, exist_ok=True)
-    for entry in tree.iteritems():
-        name = entry.path.decode("utf-8", "surrogateescape")
-        if name in ("", ".", "..", ".git") or "/" in name or "\0" in name:
-            warnings.append(f"skipped {prefix}{name!r}: not a safe file name")
-            continue
-        relative = prefix + name
-        target = dest / name
-        mode = entry.mode
-        if stat.S_ISDIR(mode):
-            _export_tree(repo, entry.sha, target, relative + "/", warnings)
-        elif mode == 0o160000:
-            warnings.append(f"skipped submodule {relative}: submodules are not fetched")
-        elif stat.S_ISLNK(mode):
-            blob = repo[entry.sha]
-            assert isinstance(blob, Blob)
-            os.symlink(blob.data.decode("utf-8", "surrogateescape"), target)
-        else:
-            blob = repo[entry.sha]
-            assert isinstance(blob, Blob)
-            target.write_bytes(blob.data)
-            target.chmod(0o755 if mode & 0o111 else 0o644)
+class CheckoutTooLarge(ValueError):
+    """A commit whose files are more than a checkout may hold; the message names the limit."""
+
+
+@dataclass(frozen=True)
+class CheckoutLimits:
+    """What one commit's checkout may come to: a commit can reference what many pushes
+    brought, each within the push limits, so the checkout is bounded again."""
+
+    max_bytes: int = 1000 * 1024 * 1024
+    max_files: int = 100_000
+    max_depth: int = 100
+
+
+@dataclass
+class _Budget:
+    limits: CheckoutLimits
+    bytes: int = 0
+    files: int = 0
+
+    def take(self, size: int) -> None:
+        self.bytes += size
+        self.files += 1
+        if self.bytes > self.limits.max_bytes:
+            raise CheckoutTooLarge(
+                f"the commit's files come to more than {self.limits.max_bytes} bytes,"
+                " the limit of a checkout (--max-push-inflated)"
+            )
+        if self.files > self.limits.max_files:
+            raise CheckoutTooLarge(
+                f"the commit holds more than {self.limits.max_files} files, the limit of a checkout"
+            )
+
+
+def _export_tree(
+    repo: Repo, root: bytes, dest: Path, warnings: list[str], limits: CheckoutLimits
+) -> None:
+    """Every file of the tree `root` into `dest`, directory by directory (a loop, not
+    recursion: the commit decides how deep it goes), within `limits`."""
+    budget = _Budget(limits)
+    pending: list[tuple[bytes, Path, str]] = [(root, dest, "")]
+    while pending:
+        tree_id, directory, prefix = pending.pop()
+        if prefix.count("/") >= limits.max_depth:
+            raise CheckoutTooLarge(
+                f"{prefix.rstrip('/')!r} nests deeper than {limits.max_depth} directories"
+            )
+        tree = repo[tree_id]
+        assert isinstance(tree, Tree)
+        directory.mkdir(parents=True, exist_ok=True)
+        for entry in tree.iteritems():
+            name = entry.path.decode("utf-8", "surrogateescape")
+            if name in ("", ".", "..", ".git") or "/" in name or "\0" in name:
+                warnings.append(f"skipped {prefix}{name!r}: not a safe file name")
+                continue
+            relative = prefix + name
+            target = directory / name
+            mode = entry.mode
+            if stat.S_ISDIR(mode):
+                budget.take(0)
+                pending.append((entry.sha, target, relative + "/"))
+            elif mode == 0o160000:
+                warnings.append(f"skipped submodule {relative}: submodules are not fetched")
+            else:
+                blob = repo[entry.sha]
+                assert isinstance(blob, Blob)
+                budget.take(blob.raw_length())
+                if stat.S_ISLNK(mode):
+                    os.symlink(blob.data.decode("utf-8", "surrogateescape"), target)
+                else:
+                    target.write_bytes(blob.data)
+                    target.chmod(0o755 if mode & 0o111 else 0o644)
 
 
 def _drop_escaping_symlinks(root: Path, warnings: list[str]) -> None:

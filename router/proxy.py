@@ -27,7 +27,7 @@ from prometheus_client import exposition as prometheus_exposition
 
 from router.auth import AUTH_HEADER, Authorizer, token_from_request
 from router.inflight import InFlight
-from router.routes import EMPTY_SNAPSHOT, JobRoute, RouteSnapshot
+from router.routes import EMPTY_SNAPSHOT, UPSTREAM_KEY_HEADER, JobRoute, RouteSnapshot
 
 log = logging.getLogger("racetrack.router")
 
@@ -47,6 +47,7 @@ HOP_BY_HOP = frozenset(
     )
 )
 CHUNK_SIZE = 64 * 1024
+UPSTREAM_KEY = UPSTREAM_KEY_HEADER.lower()
 JOB_PREFIX_PARTS = 5  # '', 'pub', 'job', <name>, <version>
 
 
@@ -272,7 +273,7 @@ class Router:
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in request.headers.items():
             lower = name.lower()
-            if lower in HOP_BY_HOP or lower in ("host", AUTH_HEADER.lower()):
+            if lower in HOP_BY_HOP or lower in ("host", AUTH_HEADER.lower(), UPSTREAM_KEY):
                 continue
             if lower == "cookie":
                 value = _strip_auth_cookie(value)
@@ -286,6 +287,8 @@ class Router:
         headers["X-Forwarded-Proto"] = request.scheme
         headers["X-Forwarded-Prefix"] = f"/pub/job/{route.job}/{route.version}"
         headers[TRACING_HEADER] = tracing_id
+        if route.upstream_key:  # only the router knows it: callers' copies were dropped above
+            headers[UPSTREAM_KEY_HEADER] = route.upstream_key
         return headers
 
     async def _forward(

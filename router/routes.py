@@ -15,6 +15,7 @@ from types import MappingProxyType
 from router.versions import select_version
 
 ALWAYS_PUBLIC = frozenset({"/live", "/ready", "/health"})
+UPSTREAM_KEY_HEADER = "X-Racetrack-Upstream-Key"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class JobRoute:
     # docker-proxy jobs: `/api/v1/<path>` goes upstream as `/<path>`, probes are answered here
     strip_prefix: str | None = None
     platform_probes: bool = False
+    # sent to the instances with every call (UPSTREAM_KEY_HEADER): the job's wrapper answers
+    # only calls that carry it, so that a job cannot call another one around the router
+    upstream_key: str = field(default="", repr=False)
     _next: itertools.count = field(default_factory=itertools.count, compare=False, repr=False)
 
     def pick_upstream(self) -> str:

@@ -5,6 +5,7 @@ On the local runtime jobs run in a bubblewrap sandbox as their family's own uid 
 runs as root, as CI does); on the docker runtime in containers. The same probe runs on both.
 """
 
+import json
 import os
 import secrets
 import shutil
@@ -28,11 +29,22 @@ from tests.harness import (
 )
 
 PROBE = """
-import glob, os, pathlib
+import glob, os, pathlib, urllib.error, urllib.request
+
+
+def call_directly(url):
+    request = urllib.request.Request(url + "/api/v1/perform", data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:
+        return type(exc).__name__
 
 
 class JobEntrypoint:
-    def perform(self, paths: list, needles: list) -> dict:
+    def perform(self, paths: list, needles: list, neighbours: list) -> dict:
         files = {}
         for path in paths:
             try:
@@ -68,6 +80,7 @@ class JobEntrypoint:
             "wrote_release": wrote_release,
             "docker_socket": any(map(os.path.exists, ("/var/run/docker.sock", "/run/docker.sock"))),
             "pids": len([p for p in os.listdir("/proc") if p.isdigit()]),
+            "neighbours": [call_directly(url) for url in neighbours],
         }
 """
 
@@ -143,11 +156,12 @@ def test_a_job_reads_nothing_of_the_platform_or_of_another_job(platform, tmp_pat
         *victim_files,
         "/etc/shadow",
     ]
+    info = json.loads(server.ssh("jobs:info", victim, "--json", key=platform.bob).stdout)
+    neighbours = [i["url"] for v in info["versions"] for i in v["instances"]]
+    assert neighbours, info
+    probe = {"paths": paths, "needles": [secret, victim_token], "neighbours": neighbours}
     with honest_calls(server, victim, bob_token, payload={}, expected=(200, victim_token)):
-        status, seen = server.call(
-            prober, "latest", payload={"paths": paths, "needles": [secret, victim_token]},
-            token=alice_token,
-        )  # fmt: skip
+        status, seen = server.call(prober, "latest", payload=probe, token=alice_token)
     assert status == 200, seen
     assert all(not result.startswith("read") for result in seen["files"].values()), seen["files"]
     assert seen["environ_hits"] == [], "no other process's environment is readable"
@@ -155,6 +169,8 @@ def test_a_job_reads_nothing_of_the_platform_or_of_another_job(platform, tmp_pat
     assert seen["no_new_privs"] == "1"
     assert seen["wrote_release"] is False, "the release is read-only"
     assert seen["docker_socket"] is False
+    # the victim's instance is on the same network, but answers only calls the router sends
+    assert seen["neighbours"] == [403] * len(neighbours)
     if platform.runtime == "local":
         assert "isolated by bubblewrap as uid" in output
         assert seen["uid"] >= 2_000_000, "the family's own uid, not root's or the platform's"

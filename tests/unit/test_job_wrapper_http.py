@@ -389,3 +389,24 @@ def test_metrics_that_cannot_be_exported_are_skipped_not_fatal(tmp_path):
         assert "huge" not in answer.body.decode().replace("'huge'", "")
     finally:
         wrapper.stop()
+
+
+def test_with_an_upstream_key_only_calls_bearing_it_are_answered(tmp_path):
+    """The router sends the release's key; another job calling the instance directly has it
+    not, and is refused (the platform's probes need none)."""
+    source = "class JobEntrypoint:\n    def perform(self):\n        return 'ok'\n"
+    wrapper = start_wrapper(tmp_path, {"entry.py": source}, {"RACETRACK_UPSTREAM_KEY": "k3y"})
+    try:
+        around = wrapper.request("/api/v1/perform", {})
+        assert (around.status, around.json()) == (
+            403,
+            {"error": "this job answers calls through the router only", "type": "Forbidden"},
+        )
+        wrong = wrapper.request("/api/v1/perform", {}, headers={"X-Racetrack-Upstream-Key": "k"})
+        assert wrong.status == 403
+        routed = wrapper.request("/api/v1/perform", {}, headers={"X-Racetrack-Upstream-Key": "k3y"})
+        assert (routed.status, routed.json()) == (200, "ok")
+        assert wrapper.request("/live").status == 200 and wrapper.request("/ready").status == 200
+        assert wrapper.request("/metrics").status == 403, "metrics come through the router too"
+    finally:
+        wrapper.stop()

@@ -432,3 +432,26 @@ def test_the_timeout_bounds_the_whole_wait_for_headers_not_just_silence():
                 assert await router.drain([upstream_url], 1.0)
 
     run(scenario)
+
+
+def test_the_router_sends_the_releases_upstream_key_and_never_a_callers():
+    seen: list[list[str]] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(request.headers.getall("X-Racetrack-Upstream-Key", []))
+        return web.json_response("ok")
+
+    async def scenario() -> None:
+        upstream = web.Application()
+        upstream.router.add_route("*", "/{tail:.*}", echo)
+        router = Router(authorizer=None)
+        async with serving(upstream) as upstream_url, serving(router.make_app()) as router_url:
+            route = JobRoute("echo", "1.0.0", 1, (upstream_url,), upstream_key="the-key")
+            router.publish(RouteSnapshot.build([route], generation=1))
+            async with aiohttp.ClientSession() as client:
+                forged = {"X-Racetrack-Upstream-Key": "forged", "x-racetrack-upstream-key": "2"}
+                async with client.get(f"{router_url}/pub/job/echo/1.0.0/", headers=forged) as r:
+                    assert r.status == 200
+
+    run(scenario)
+    assert seen == [["the-key"]]

@@ -3,7 +3,9 @@
 import os
 import subprocess
 
-from gitreceiver.repos import RepoStore
+import pytest
+
+from gitreceiver.repos import CheckoutLimits, CheckoutTooLarge, RepoStore
 from tests.harness import JobRepo
 
 
@@ -54,3 +56,22 @@ def test_export_keeps_files_modes_and_inner_links_and_drops_escaping_ones(tmp_pa
     assert "skipped symlink absolute -> /etc/passwd: it points outside the repo" in warnings
     assert "skipped symlink sneaky -> here/..: it points outside the repo" in warnings
     assert any(w.endswith("it is a symlink loop") for w in warnings)
+
+
+def test_a_checkout_is_bounded_in_bytes_files_and_depth(tmp_path):
+    """A commit may reference what many pushes brought: its checkout is bounded again."""
+    work = JobRepo.create(tmp_path / "work", "adder", {f"f{n}.txt": "x" * 1000 for n in range(20)})
+    deep = "/".join(["d"] * 12)
+    commit = work.commit({f"{deep}/leaf.txt": "deep\n"}, "deep")
+    store = RepoStore(tmp_path / "repos", CheckoutLimits(max_bytes=50_000))
+    assert bare_copy(store, work) == commit
+    assert store.export("adder", commit, tmp_path / "fits") == []
+
+    for limits, message in (
+        (CheckoutLimits(max_bytes=10_000), "the commit's files come to more than 10000 bytes"),
+        (CheckoutLimits(max_files=10), "the commit holds more than 10 files"),
+        (CheckoutLimits(max_depth=5), "nests deeper than 5 directories"),
+    ):
+        store.checkout_limits = limits
+        with pytest.raises(CheckoutTooLarge, match=message):
+            store.export("adder", commit, tmp_path / f"over-{limits.max_depth}-{limits.max_files}")

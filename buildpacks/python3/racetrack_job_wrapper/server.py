@@ -7,6 +7,7 @@ runtime sets shorter than its own SIGKILL deadline), then exits.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
@@ -25,6 +26,8 @@ from .state import JobState
 log = logging.getLogger("racetrack.job")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+UPSTREAM_KEY_HEADER = "X-Racetrack-Upstream-Key"
+PROBE_PATHS = frozenset({"/live", "/ready", "/health"})
 LISTEN_BACKLOG = 1024
 FILE_CHUNK = 256 * 1024
 CHUNK_SIZE_RE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
@@ -65,6 +68,12 @@ class JobRequestHandler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         path, _, query = self.path.partition("?")
         with handling(self.command, path, self.headers) as context:
+            if not self._from_the_router(path):
+                self.close_connection = True  # its body is never read
+                refusal = error(403, "this job answers calls through the router only", "Forbidden")
+                self._write(refusal, context.tracing_id)
+                self._log(path, 403, time.perf_counter() - started)
+                return
             try:
                 request = Request(
                     self.command, path, query, self.headers, self._read_body(),
@@ -89,6 +98,16 @@ class JobRequestHandler(BaseHTTPRequestHandler):
                 if endpoint is not None:
                     self.state.metrics.finished(endpoint, response.status, seconds)
                 self._log(path, response.status, seconds)
+
+    def _from_the_router(self, path: str) -> bool:
+        """Calls carry the key the router was given for this release (the platform's probes
+        need none): another job on the same network cannot call this one around the router's
+        permission check."""
+        key = self.state.upstream_key
+        if not key or path in PROBE_PATHS:
+            return True
+        given = self.headers.get(UPSTREAM_KEY_HEADER, "")
+        return hmac.compare_digest(given.encode("utf-8", "replace"), key.encode())
 
     def _write(self, response: Response, tracing_id: str) -> None:
         if response.file is None:

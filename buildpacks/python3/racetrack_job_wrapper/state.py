@@ -39,6 +39,8 @@ class JobState:
         self.job_name = os.environ.get("JOB_NAME", "")
         self.job_version = os.environ.get("JOB_VERSION", "")
         self.git_version = os.environ.get("GIT_VERSION", "")
+        # the router's key for this release's instances ("" when run outside the platform)
+        self.upstream_key = os.environ.pop("RACETRACK_UPSTREAM_KEY", "")
         self.job_dir = Path(os.environ.get("JOB_DIR", "."))
         self.home_page = "/" + os.environ.get("HOME_PAGE", "/docs").lstrip("/")
         self.limit = ConcurrencyLimit(
