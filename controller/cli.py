@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import resource
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -273,8 +275,20 @@ def _docker_flags(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _raise_descriptor_limit() -> None:
+    """Up to the hard limit: every connection, pipe and log holds a descriptor, and the servers'
+    own caps (connections, sessions) are meant to be what refuses, not the kernel."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):  # above the kernel's nr_open: keep it
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _raise_descriptor_limit()
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

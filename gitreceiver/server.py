@@ -52,9 +52,13 @@ class _Session(asyncssh.SSHServer):
     """One SSH connection: remembers whose key authenticated it, and reports refusals to the
     throttle (see there for the rules)."""
 
-    def __init__(self, operations: Operations, throttle: AuthThrottle) -> None:
+    def __init__(
+        self, operations: Operations, throttle: AuthThrottle, users: UserConnections
+    ) -> None:
         self._operations = operations
         self._throttle = throttle
+        self._users = users
+        self._counted_user: str | None = None
         self._conn: asyncssh.SSHServerConnection | None = None
         self.identity: Identity | None = None
         self.address = "?"
@@ -70,6 +74,9 @@ class _Session(asyncssh.SSHServer):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._pending = True
         self._over_limit = self._throttle.opened(self.address)
+        if self._throttle.crowded:
+            log.warning("dropped %s at once: %s", self.peer, self._over_limit)
+            asyncio.get_running_loop().call_soon(conn.abort)
 
     def _settle(self) -> None:
         if self._pending:
@@ -80,6 +87,9 @@ class _Session(asyncssh.SSHServer):
         if self._pending and not self._refused_keys and not self._over_limit:
             self._throttle.failed(self.address)
         self._settle()
+        if self._counted_user is not None:
+            self._users.closed(self._counted_user)
+            self._counted_user = None
 
     def _disconnect(self, code: int, reason: str) -> None:
         log.warning("disconnected %s: %s", self.peer, reason)
@@ -94,6 +104,15 @@ class _Session(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         self._settle()
         self._throttle.succeeded(self.address)
+        assert self.identity is not None
+        name = self.identity.name
+        if not self._users.opened(name):
+            self._disconnect(
+                asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                f"you have {self._users.per_user} connections open already, the limit per user",
+            )
+            return
+        self._counted_user = name
 
     def password_auth_supported(self) -> bool:
         return False
@@ -122,6 +141,29 @@ class _Session(asyncssh.SSHServer):
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication failures"
             )
         return False
+
+
+class UserConnections:
+    """Authenticated SSH connections per user: each holds a descriptor and can open channels,
+    so one user's are capped (the unauthenticated ones are the throttle's)."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._open: dict[str, int] = {}
+
+    def opened(self, user: str) -> bool:
+        """Count a connection of `user`; False (not counted) if it is over the cap."""
+        if self._open.get(user, 0) >= self.per_user:
+            return False
+        self._open[user] = self._open.get(user, 0) + 1
+        return True
+
+    def closed(self, user: str) -> None:
+        left = self._open.get(user, 1) - 1
+        if left > 0:
+            self._open[user] = left
+        else:
+            self._open.pop(user, None)
 
 
 class _ProcessIO:
@@ -172,6 +214,7 @@ class GitReceiver:
         max_git_sessions: int = 64,
         max_git_sessions_per_user: int = 8,
         max_unauthenticated: int = 200,
+        max_connections_per_user: int = 32,
         idle_timeout: float = 120.0,
         max_push_bytes: int = 100 * 1024 * 1024,
         pack_limits: PackLimits | None = None,
@@ -184,6 +227,7 @@ class GitReceiver:
         self._pack_limits = pack_limits or PackLimits()
         self._idle_timeout = idle_timeout
         self._max_unauthenticated = max_unauthenticated
+        self._max_connections_per_user = max_connections_per_user
         self._executor = ThreadPoolExecutor(max_git_sessions, thread_name_prefix="git")
         self._sessions = GitSessions(max_git_sessions, max_git_sessions_per_user)
         self._server: asyncssh.SSHAcceptor | None = None
@@ -191,8 +235,9 @@ class GitReceiver:
     async def start(self, host: str, port: int) -> int:
         """Listen; return the bound port (useful when `port` is 0)."""
         throttle = AuthThrottle(unauthenticated_total=self._max_unauthenticated)
+        users = UserConnections(self._max_connections_per_user)
         self._server = await asyncssh.create_server(
-            lambda: _Session(self._operations, throttle),
+            lambda: _Session(self._operations, throttle, users),
             host,
             port,
             server_host_keys=[self._host_key],

@@ -92,6 +92,12 @@ class AuthThrottle:
             return "too many unauthenticated connections to this server; try again shortly"
         return None
 
+    @property
+    def crowded(self) -> bool:
+        """More connections are waiting to authenticate than the server holds: the newest is
+        dropped at once, before it holds a descriptor for the whole login timeout."""
+        return self._pending_total > self._unauthenticated_total
+
     def settled(self, address: str) -> None:
         """A connection counted by `opened` authenticated or ended."""
         key = address_key(address)

@@ -38,12 +38,27 @@ log = logging.getLogger("racetrack.http")
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BACKLOG = 1024
+# connections one server holds at once; more are answered 503 and closed at once
+DEFAULT_MAX_CONNECTIONS = 4096
 # aiohttp 3.14's own defaults, stated so that older versions (max_headers was 32768) get them too
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 128
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _busy_answer(limit: int) -> bytes:
+    body = json.dumps({"error": f"the server holds {limit} connections, its limit; try again"})
+    return (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+        f"{body}"
+    ).encode()
 
 
 def _timeout_answer(header_timeout: float) -> bytes:
@@ -72,11 +87,15 @@ class _HeadTimeoutHandler(web.RequestHandler):
         "_head_started",
         "_head_timeout",
         "_head_timer",
+        "_max_connections",
         "_timeout_answer",
     )
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, manager: web.Server, *, header_timeout: float, max_connections: int, **kwargs: Any
+    ) -> None:
         super().__init__(manager, **kwargs)
+        self._max_connections = max_connections
         self._head_timeout = header_timeout
         self._timeout_answer = _timeout_answer(header_timeout)
         self._head_timer: asyncio.TimerHandle | None = None
@@ -102,6 +121,14 @@ class _HeadTimeoutHandler(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._head_loop = asyncio.get_running_loop()
+        assert self._manager is not None
+        if len(self._manager.connections) > self._max_connections:
+            # over the cap: told so and closed at once, before the server runs out of
+            # descriptors (then it could accept nobody, not even the honest)
+            transport.write(_busy_answer(self._max_connections))  # type: ignore[attr-defined]
+            self.force_close()
+            transport.close()
+            return
         self._arm()  # the first request is timed from the connection opening
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -160,7 +187,7 @@ class _HeadTimeoutServer(web.Server):
     `handler_args`, debug, access log class); they are passed on as they are.
     """
 
-    def __init__(self, made: web.Server, header_timeout: float) -> None:
+    def __init__(self, made: web.Server, header_timeout: float, max_connections: int) -> None:
         super().__init__(
             made.request_handler,
             request_factory=made.request_factory,
@@ -168,22 +195,31 @@ class _HeadTimeoutServer(web.Server):
             **made._kwargs,
         )
         self._header_timeout = header_timeout
+        self._max_connections = max_connections
 
     def __call__(self) -> web.RequestHandler:
         return _HeadTimeoutHandler(
-            self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs
+            self,
+            loop=self._loop,
+            header_timeout=self._header_timeout,
+            max_connections=self._max_connections,
+            **self._kwargs,
         )
 
 
 class _HeadTimeoutRunner(web.AppRunner):
-    __slots__ = ("_header_timeout",)
+    __slots__ = ("_header_timeout", "_max_connections")
 
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, app: web.Application, *, header_timeout: float, max_connections: int, **kwargs: Any
+    ) -> None:
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
+        self._max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
-        return _HeadTimeoutServer(await super()._make_server(), self._header_timeout)
+        made = await super()._make_server()
+        return _HeadTimeoutServer(made, self._header_timeout, self._max_connections)
 
 
 async def serve_http(
@@ -193,6 +229,7 @@ async def serve_http(
     *,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     backlog: int = DEFAULT_BACKLOG,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     keepalive_timeout: float | None = None,
     max_line_size: int = MAX_LINE_SIZE,
     max_field_size: int = MAX_FIELD_SIZE,
@@ -217,6 +254,7 @@ async def serve_http(
     runner = _HeadTimeoutRunner(
         app,
         header_timeout=header_timeout,
+        max_connections=max_connections,
         access_log=access_log,
         handle_signals=False,
         **options,

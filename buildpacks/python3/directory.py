@@ -3,12 +3,14 @@
 Layout of `<artifacts>/<job>/<version>-r<release>-<commit12>/`:
   src/        the job's directory at that commit, precompiled
   wrapper/    racetrack_job_wrapper, copied so the release never changes when the platform does
-  venv ->     a dependency venv shared by every release with the same requirements
+  venv ->     a dependency venv shared by the job's releases with the same requirements
   artifact.json
 
 The dependency venv plays the part of Docker's cached dependency layer: it is keyed by the
-interpreter and the requirements file's content, built once, never modified afterwards, so a
-code-only change skips `pip install` entirely.
+interpreter, the job (and its build user), the requirements file's content and, when that
+installs or includes files of the job's tree, their content; built once, never modified
+afterwards, so a code-only change skips `pip install` entirely. It is never shared between jobs:
+a build runs its packages' code, and what that wrote must not serve another job.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -130,7 +133,14 @@ class DirectoryBuilder:
         fingerprint = hashlib.sha256()
         fingerprint.update(sys.version.encode())
         fingerprint.update(os.path.realpath(sys.executable).encode())
-        fingerprint.update(requirements.read_bytes() if requirements else b"")
+        # a job family's environments are its own: what one family's build wrote (its
+        # packages' setup.py ran) never serves another family, even with the same requirements
+        owner = request.isolation.owner if request.isolation is not None else ()
+        fingerprint.update(json.dumps([request.job, *owner]).encode())
+        text = requirements.read_bytes() if requirements else b""
+        fingerprint.update(text)
+        if _names_local_files(text):  # `./pkg`, `-r more.txt`: their content matters too
+            fingerprint.update(_tree_digest(request.source_dir))
         fingerprint.update(b"check" if extra.check_requirements else b"")
         if build_env and requirements:  # what pip installs may depend on it (`${VAR}` lines)
             fingerprint.update(json.dumps(sorted(build_env.items())).encode())
@@ -295,6 +305,32 @@ def _own_by_platform(root: Path) -> None:
         for name in [*dirnames, *filenames]:
             os.chown(Path(directory) / name, uid, gid, follow_symlinks=False)
     os.chown(root, uid, gid, follow_symlinks=False)
+
+
+LOCAL_REQUIREMENT = re.compile(
+    rb"^\s*(\.|/|~|file:|-e\b|--editable\b|-r\b|--requirement\b|-c\b|--constraint\b)|@\s*file:",
+    re.MULTILINE,
+)
+
+
+def _names_local_files(requirements: bytes) -> bool:
+    """Whether a requirements file installs from, or includes, files of the job's own tree."""
+    return LOCAL_REQUIREMENT.search(requirements) is not None
+
+
+def _tree_digest(root: Path) -> bytes:
+    """The paths, modes and contents of every file below `root`, as one digest."""
+    digest = hashlib.sha256()
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(directory) / name
+            digest.update(str(path.relative_to(root)).encode("utf-8", "surrogateescape") + b"\0")
+            if path.is_symlink():
+                digest.update(b"link:" + os.readlink(path).encode("utf-8", "surrogateescape"))
+            else:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.digest()
 
 
 def pip_environment(request: BuildRequest) -> dict[str, str]:

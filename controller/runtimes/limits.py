@@ -27,7 +27,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
 # processes and threads one instance may hold (a threaded server answering 500 calls at once
 # needs 500); a fork bomb stops here
-MAX_TASKS = 4096
+MAX_TASKS = 1024
 GROUP_DIR = "racetrack"
 
 

@@ -205,6 +205,33 @@ def test_requirements_are_installed_into_the_release(server, token, workdir, job
     assert server.call(job_name, "latest", payload={}, token=token) == (200, "code only")
 
 
+def test_a_cached_environment_serves_one_family_and_follows_included_files(
+    server, token, workdir, job_name
+):
+    """Another family with the same requirements builds its own environment (what a build
+    wrote never serves another family); a change to a file the requirements include rebuilds."""
+    body = "import six; return six.__version__"
+    files = python_job(job_name, body, signature="")
+    files["job.yaml"] += "  requirements_path: requirements.txt\n"
+    files.update({"requirements.txt": "-r pins.txt\n", "pins.txt": "six==1.16.0\n"})
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    assert server.push(repo).returncode == 0
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "1.16.0")
+    repo.commit({"pins.txt": "six==1.15.0\n"}, "an older pin, in the included file")
+    pushed = server.push(repo)
+    assert "reusing the cached environment" not in pushed.stderr
+    assert server.call(job_name, "latest", payload={}, token=token) == (200, "1.15.0")
+
+    other = f"{job_name}-other"
+    key = server.add_user(f"u{abs(hash(job_name)) % 10_000}")
+    other_files = {**files, "pins.txt": "six==1.15.0\n"}
+    other_files["job.yaml"] = other_files["job.yaml"].replace(job_name, other)
+    other_repo = JobRepo.create(workdir / "other", other, other_files)
+    pushed = server.push(other_repo, key=key)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "Creating the job's virtual environment" in pushed.stderr, "its own, not the first's"
+
+
 def tree_state(root):
     """Every path below root with its mode and content, to prove nothing changed."""
     state = {}

@@ -227,7 +227,7 @@ def test_resources_are_applied_and_a_job_over_its_memory_is_killed(local_server,
     repo = JobRepo.create(tmp_path / "hog", "hog", files)
     pushed = local_server.push(repo)
     assert pushed.returncode == 0, pushed.stderr
-    limits = "limits: memory_max 100663296 bytes, cpu_max 0.5 cores, at most 4096 processes"
+    limits = "limits: memory_max 100663296 bytes, cpu_max 0.5 cores, at most 1024 processes"
     assert limits in pushed.stderr
     root = os.geteuid() == 0
     assert ("(cgroup v" in pushed.stderr) if root else ("(setrlimit" in pushed.stderr)

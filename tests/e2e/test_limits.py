@@ -376,3 +376,68 @@ def full_disk(disk: Path, tmp_path: Path) -> None:
         )
     finally:
         server.stop()
+
+
+def test_a_flood_of_silent_ssh_connections_is_dropped_before_it_holds_the_server(limited):
+    """Connections that never even say hello: beyond 200 waiting to log in (the server's cap)
+    each is dropped at once rather than held for the login timeout."""
+    server = limited.server
+    assert server.process is not None
+    fds = Path(f"/proc/{server.process.pid}/fd")
+    before = len(list(fds.iterdir()))
+    flood = [socket.create_connection(("127.0.0.1", server.ssh_port)) for _ in range(260)]
+    try:
+        dropped = 0
+        deadline = time.monotonic() + 10
+        for sock in flood:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                while chunk := sock.recv(4096):  # the server's version line, then silence
+                    del chunk
+                dropped += 1
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                dropped += 1
+        assert dropped >= 260 - 200, f"only {dropped} of 260 were dropped"
+        held = len(list(fds.iterdir())) - before
+        assert held <= 210, f"the server holds {held} more descriptors"
+    finally:
+        for sock in flood:
+            sock.close()
+    wait_for(
+        lambda: server.ssh("help").returncode == 0,
+        "a login to work again once the flood is gone",
+    )
+
+
+def test_one_users_connections_are_capped(limited):
+    """Each authenticated connection holds a descriptor and can open channels: 32 per user."""
+    server = limited.server
+
+    def connection() -> subprocess.Popen:
+        """A connection that logs in and then holds on (no command); it says "in" once in."""
+        opened = subprocess.Popen(
+            [*server.ssh_command(limited.alice), "-N", "-o", "PermitLocalCommand=yes",
+             "-o", "LocalCommand=echo in", "-p", str(server.ssh_port), "git@127.0.0.1"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert opened.stdout is not None and opened.stdout.readline() == b"in\n"
+        return opened
+
+    held: list[subprocess.Popen] = []
+    try:
+        with honest(limited):
+            for _ in range(32):
+                held.append(connection())
+            refused = server.ssh("help", key=limited.alice)
+            assert "you have 32 connections open already, the limit per user" in refused.stderr
+            assert server.ssh("help", key=limited.bob).returncode == 0, "bob is not held up"
+    finally:
+        for process in held:
+            process.kill()
+            process.wait()
+    wait_for(
+        lambda: server.ssh("help", key=limited.alice).returncode == 0,
+        "alice's places to be free once her connections close",
+    )

@@ -256,3 +256,28 @@ def test_compressed_request_bodies_can_be_refused():
         plain = client.getresponse()
         assert (plain.status, plain.read()) == (200, b"{}")
         client.close()
+
+
+def test_connections_over_the_cap_are_answered_503_and_closed_at_once():
+    """Beyond `max_connections` a server is told so at once, before it runs out of file
+    descriptors (then nobody, honest or not, could connect)."""
+    with served(app_for_tests(), max_connections=5, header_timeout=30) as port, ExitStack() as held:
+        idle = [held.enter_context(connect(port)) for _ in range(5)]
+        for sock in idle:  # each is accepted: it is answered (hello) on the same connection
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert read_response(sock) == (200, b"hello")
+        over = connect(port)
+        received = read_until_closed(over, within=5)
+        assert received.startswith(b"HTTP/1.1 503")
+        assert b"the server holds 5 connections, its limit" in received
+        idle[0].close()
+        deadline = time.monotonic() + 5
+        while True:  # the freed place is taken by the next connection
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            client.request("GET", "/hello")
+            answer = client.getresponse()
+            if answer.status == 200 or time.monotonic() > deadline:
+                break
+            client.close()
+        assert (answer.status, answer.read()) == (200, b"hello")
+        client.close()
