@@ -48,29 +48,28 @@ MAX_HEADERS = 128
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _closing_answer(status: str, error: str, *extra_headers: str) -> bytes:
+    """A whole HTTP/1.1 response with a JSON error, written straight to a connection that is
+    closed after it (aiohttp's request handling never saw the request)."""
+    body = json.dumps({"error": error})
+    head = [
+        f"HTTP/1.1 {status}",
+        "Content-Type: application/json; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        *extra_headers,
+        "Connection: close",
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n" + body).encode()
+
+
 def _busy_answer(limit: int) -> bytes:
-    body = json.dumps({"error": f"the server holds {limit} connections, its limit; try again"})
-    return (
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        "Content-Type: application/json; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Retry-After: 1\r\n"
-        "Connection: close\r\n"
-        "\r\n"
-        f"{body}"
-    ).encode()
+    error = f"the server holds {limit} connections, its limit; try again"
+    return _closing_answer("503 Service Unavailable", error, "Retry-After: 1")
 
 
 def _timeout_answer(header_timeout: float) -> bytes:
-    body = json.dumps({"error": f"request head not received within {header_timeout:g}s"})
-    return (
-        "HTTP/1.1 408 Request Timeout\r\n"
-        "Content-Type: application/json; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n"
-        "\r\n"
-        f"{body}"
-    ).encode()
+    error = f"request head not received within {header_timeout:g}s"
+    return _closing_answer("408 Request Timeout", error)
 
 
 class _HeadTimeoutHandler(web.RequestHandler):
