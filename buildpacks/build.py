@@ -144,6 +144,14 @@ class DirectoryArtifact:
 
     kind = "directory"
 
+    @property
+    def fixed_port(self) -> int | None:
+        return None  # a process listens on the $PORT it is given
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
     def to_record(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -186,6 +194,15 @@ class ImageArtifact:
     routing: Routing = Routing()
 
     kind = "image"
+
+    @property
+    def fixed_port(self) -> int | None:
+        """The port the server must listen on, when its image fixes one."""
+        return self.port
+
+    @property
+    def where(self) -> str:
+        return self.image
 
     def to_record(self) -> dict[str, Any]:
         return {

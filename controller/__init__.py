@@ -1,1 +1,1 @@
-"""The controller: store, releases, deployer, runtimes, admin commands, API and CLI."""
+"""The controller: store, releases (deploys, rollout, supervisor), runtimes, commands, API, CLI."""

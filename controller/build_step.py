@@ -14,7 +14,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from buildpacks.build import (
     Artifact,
@@ -136,8 +135,8 @@ class BuildStep:
         progress: Progress,
         *,
         build_secrets: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """The artifact record; DeployFailed names what went wrong. `build_secrets`: the
+    ) -> Artifact:
+        """The artifact; DeployFailed names what went wrong. `build_secrets`: the
         build's secret environment (never shown, never in the artifact)."""
         buildpack = self._buildpacks.get(manifest.jobtype_base)
         if buildpack is None:
@@ -174,4 +173,4 @@ class BuildStep:
             raise
         except BuildFailed as exc:
             raise DeployFailed(f"build failed: {exc}") from None
-        return artifact.to_record()
+        return artifact

@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a new instance may take to become ready",
     )
     serve.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=30.0,
+        help="seconds between passes that converge what the runtime runs with what serves",
+    )
+    serve.add_argument(
         "--stop-grace",
         type=float,
         default=10.0,
@@ -306,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             kind=args.runtime,
             host=display_host(args.host),
             stop_grace=args.stop_grace,
+            ready_timeout=args.ready_timeout,
             docker_network=args.docker_network,
             insecure_single_user=args.insecure_single_user,
             job_user_base=args.job_user_base,
@@ -336,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         max_git_sessions_per_user=args.max_git_sessions_per_user,
         upstream_timeout=args.upstream_timeout,
         header_timeout=args.header_timeout,
+        reconcile_interval=args.reconcile_interval,
     )
     try:
         asyncio.run(Platform(settings).run(lambda banner: print(banner, flush=True)))

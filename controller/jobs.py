@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from controller.deployer import Deployer
+from controller.releases import Releases
 from controller.store import Release, ReleaseStatus, Store
 from router.versions import SemVer
 
@@ -42,7 +42,7 @@ def _row(release: Release, status: str, url: str | None, restarts: int = 0) -> J
     )
 
 
-async def list_jobs(store: Store, deployer: Deployer) -> list[JobRow]:
+async def list_jobs(store: Store, releases: Releases) -> list[JobRow]:
     latest: dict[tuple[str, str | None], Release] = {}
     serving: dict[tuple[str, str | None], Release] = {}
     for release in store.releases():  # ordered by job, number
@@ -59,12 +59,12 @@ async def list_jobs(store: Store, deployer: Deployer) -> list[JobRow]:
             continue  # a push whose manifest never parsed; the job's versions say more
         current = serving.get(key)
         if current is not None and version is not None:
-            live = deployer.serving.get((job, version))
-            url = deployer.job_url(job, version)
+            live = releases.serving.get((job, version))
+            url = releases.job_url(job, version)
             if live is None or live.release.id != current.id:
                 rows.append(_row(current, "down", url))
             else:
-                restarts = await deployer.restarts(live)
+                restarts = await releases.restarts(live)
                 rows.append(_row(current, live.state, url, restarts))
         elif last.status == ReleaseStatus.DEPLOYING:
             rows.append(_row(last, "deploying", None))

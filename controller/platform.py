@@ -22,7 +22,6 @@ from controller.accounts import Accounts
 from controller.api import make_api_app
 from controller.authorization import CallAuthorizer
 from controller.build_step import BuildStep
-from controller.deployer import Deployer, DeploySettings
 from controller.errors import StartupError
 from controller.keyfiles import (
     load_or_create_host_key,
@@ -30,12 +29,12 @@ from controller.keyfiles import (
     load_or_create_token_key,
 )
 from controller.permissions import Permissions
+from controller.releases import DeploySettings, Releases, make_releases
 from controller.runtime_setup import RuntimeSettings, make_runtime
 from controller.runtimes.base import Runtime
 from controller.runtimes.local import LocalRuntime
 from controller.runtimes.sandbox import BuildSandbox
 from controller.services import Services
-from controller.serving import ServingTable
 from controller.ssh_operations import SshOperations
 from controller.store import Store
 from controller.store.sealing import SecretBox
@@ -78,6 +77,7 @@ class Settings:
     secrets_key_file: Path | None = None  # default: secrets.key in the data dir
     upstream_timeout: float = 300.0  # a job's time to start answering a call (then: 504)
     header_timeout: float = 10.0  # a client's time to send a request's head (then: closed)
+    reconcile_interval: float = 30.0  # how often what runs is converged with what serves
 
 
 def _os_reason(exc: OSError) -> str:
@@ -129,7 +129,7 @@ class Platform:
     settings: Settings
     _runners: list[web.AppRunner] = field(default_factory=list)
     _receiver: GitReceiver | None = None
-    _deployer: Deployer | None = None
+    _releases: Releases | None = None
     _store: Store | None = None
     banner: str = ""
 
@@ -191,11 +191,11 @@ class Platform:
         )
         for leftover in [*build.remove_stale_checkouts(), *python3.remove_incomplete()]:
             log.warning("removed %s: left by a build that did not finish", leftover)
-        self._deployer = deployer = Deployer(
+        self._releases = releases = make_releases(
             store=store,
             build=build,
             runtime=runtime,
-            serving=ServingTable(router.publish, upstream_key=accounts.upstream_key),
+            publish=router.publish,
             drain=router.drain,
             family_token=accounts.family_token,
             upstream_key=accounts.upstream_key,
@@ -205,14 +205,15 @@ class Platform:
                 keep_releases=settings.keep_releases,
                 drain_grace=settings.drain_grace,
                 lock_timeout=settings.deploy_wait,
+                reconcile_interval=settings.reconcile_interval,
             ),
         )
-        await deployer.restore()  # quick: job versions come back in the background
+        await releases.restore()  # quick: job versions come back in the background
         services = Services(
             store,
             accounts,
             permissions,
-            deployer,
+            releases,
             auth_required=settings.auth,
             single_user=single_user,
             claim_grace=settings.name_claim_grace,
@@ -238,7 +239,7 @@ class Platform:
             "ssh",
         )
         services.ssh_url = f"ssh://git@{shown_host}:{ssh_port}"
-        deployer.ssh_command = f"ssh -p {ssh_port} git@{shown_host}"
+        releases.ssh_command = f"ssh -p {ssh_port} git@{shown_host}"
         runner = await _serve_http(
             make_api_app(services), settings.host, settings.api_port, "api", settings.header_timeout
         )
@@ -268,8 +269,8 @@ class Platform:
             await self._receiver.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
-        if self._deployer is not None:
-            await self._deployer.shutdown()
+        if self._releases is not None:
+            await self._releases.shutdown()
         if self._store is not None:
             self._store.close()
 

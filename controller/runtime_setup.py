@@ -27,6 +27,7 @@ class RuntimeSettings:
     kind: str = "local"
     host: str = "127.0.0.1"
     stop_grace: float = 10.0
+    ready_timeout: float = 180.0  # also for a replica restarted after a crash
     docker_network: str = HOST_NETWORK
     build: DockerBuildSettings = field(default_factory=DockerBuildSettings)
     # local runtime: jobs run unisolated, as the platform's user (for one person's machine)
@@ -63,6 +64,7 @@ def _local_runtime(settings: RuntimeSettings, data_dir: Path) -> LocalRuntime:
         sandbox=sandbox,
         limiter=detect_limiter(platform_id(data_dir)),
         log_settings=settings.logs,
+        ready_timeout=settings.ready_timeout,
     )
 
 
@@ -96,6 +98,7 @@ def make_runtime(settings: RuntimeSettings, data_dir: Path) -> tuple[Runtime, Im
         network=settings.docker_network,
         host=settings.host,
         shutdown_grace=settings.stop_grace,
+        ready_timeout=settings.ready_timeout,
     )
     builder = ImageBuilder(
         client, settings.build, identity, load_or_create_build_secrets_key(data_dir)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.accounts import Accounts
-from controller.deployer import Deployer
 from controller.permissions import Permissions
+from controller.releases import Releases
 from controller.store import Store
 
 
@@ -15,7 +15,7 @@ class Services:
     store: Store
     accounts: Accounts
     permissions: Permissions
-    deployer: Deployer
+    releases: Releases
     auth_required: bool
     # --insecure-single-user: jobs are not isolated, so no second user may exist
     single_user: bool = False

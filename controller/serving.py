@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from buildpacks.build import Routing
 from buildpacks.manifest import Manifest
-from controller.runtimes.base import Instance
+from controller.runtimes.base import RunningRelease
 from controller.store import Release
 from router.routes import JobRoute, RouteSnapshot
 
@@ -16,14 +16,12 @@ Key = tuple[str, str]  # (job, version)
 
 @dataclass
 class Serving:
-    """A release that receives calls, and its instances (those in `down` are being restarted
-    after a crash and receive nothing until they are ready again)."""
+    """A release that receives calls, and the runtime's handle on it (replicas that are not
+    up, being restarted after a crash, receive nothing until they are ready again)."""
 
     release: Release
     manifest: Manifest
-    instances: list[Instance]
-    restarts: int = 0
-    down: set[str] = field(default_factory=set)
+    running: RunningRelease
 
     @property
     def key(self) -> Key:
@@ -31,25 +29,22 @@ class Serving:
         return (self.release.job, self.release.version)
 
     @property
-    def routable(self) -> list[Instance]:
-        return [i for i in self.instances if i.name not in self.down]
-
-    @property
     def state(self) -> str:
-        up = len(self.routable)
-        if up == len(self.instances):
+        replicas = self.running.replicas()
+        up = sum(1 for r in replicas if r.up)
+        if up == len(replicas):
             return "running"
-        return "restarting" if up == 0 else f"degraded ({up}/{len(self.instances)} up)"
+        return "restarting" if up == 0 else f"degraded ({up}/{len(replicas)} up)"
 
 
-def route_of(serving: Serving, upstream_key: str = "") -> JobRoute:
+def route_of(serving: Serving, upstreams: list[str], upstream_key: str = "") -> JobRoute:
     release, manifest = serving.release, serving.manifest
-    routing = Routing.from_record((release.artifact or {}).get("routing"))
+    routing = release.artifact.routing if release.artifact is not None else Routing()
     return JobRoute(
         job=release.job,
         version=manifest.version,
         release=release.number,
-        upstreams=tuple(i.url for i in serving.routable),
+        upstreams=tuple(upstreams),
         public_endpoints=frozenset(manifest.public_endpoints),
         commit=release.commit_sha,
         strip_prefix=routing.strip_prefix,
@@ -64,9 +59,11 @@ class ServingTable:
     def __init__(
         self,
         publish: Callable[[RouteSnapshot], None],
+        upstreams: Callable[[RunningRelease], list[str]],
         upstream_key: Callable[[Release], str] = lambda _release: "",
     ) -> None:
         self._publish = publish
+        self._upstreams = upstreams  # the runtime's: ready replicas only
         self._upstream_key = upstream_key
         self._entries: dict[Key, Serving] = {}
         self._generation = 0
@@ -96,5 +93,8 @@ class ServingTable:
 
     def publish(self) -> None:
         self._generation += 1
-        routes = [route_of(s, self._upstream_key(s.release)) for s in self._entries.values()]
+        routes = [
+            route_of(s, self._upstreams(s.running), self._upstream_key(s.release))
+            for s in self._entries.values()
+        ]
         self._publish(RouteSnapshot.build(routes, self._generation))

@@ -16,7 +16,14 @@ from controller.permissions import (
     Principal,
 )
 from controller.services import Services
-from gitreceiver.interface import CommandIO, DeployRejected, Identity, RefUpdate
+from gitreceiver.interface import (
+    CommandIO,
+    DeployRejected,
+    Identity,
+    RefMoved,
+    RefUpdate,
+    RefUpdateFailed,
+)
 
 
 def _later(seconds: float) -> str:
@@ -80,8 +87,13 @@ class SshOperations:
         store = services.store
 
         def claim() -> None:
-            """Under the job's deploy lock, before the release exists: a new name is held for
-            this deploy (and for a grace after it fails, for a retry), not for anyone else."""
+            """Under the job's deploy lock, before the release exists: the branch must not
+            have moved since the push began, and a new name is held for this deploy (and for a
+            grace after it fails, for a retry), not for anyone else."""
+            try:
+                branch.check()
+            except RefMoved as exc:
+                raise DeployFailed(str(exc)) from None
             family = store.family(job)
             if family is not None and family.claimed_until is None:
                 return
@@ -96,9 +108,16 @@ class SshOperations:
             except Forbidden as exc:
                 raise DeployFailed(str(exc)) from None
 
+        def commit_point() -> None:
+            """The branch moves: from here on the new release is the job's."""
+            try:
+                branch.apply()
+            except RefUpdateFailed as exc:
+                raise DeployFailed(str(exc)) from None
+
         try:
-            release = await services.deployer.deploy(
-                job, commit, identity.name, progress, branch, permit=permit, claim=claim
+            release = await services.releases.deploy(
+                job, commit, identity.name, progress, commit_point, permit=permit, claim=claim
             )
         except DeployFailed as exc:
             held = store.family(job)

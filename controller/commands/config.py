@@ -119,7 +119,7 @@ async def _reconfigure(
 ) -> Result:
     """Apply the new config; audited (by key names) once any version runs with it."""
     try:
-        releases = await ctx.services.deployer.reconfigure(
+        releases = await ctx.services.releases.reconfigure(
             job, config, ctx.who.name, ctx.output.line
         )
     except PartlyReconfigured as exc:

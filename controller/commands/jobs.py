@@ -61,7 +61,7 @@ async def _jobs_list(ctx: CommandContext, args: argparse.Namespace) -> Result:
     permissions = ctx.services.permissions
     rows = [
         row
-        for row in await list_jobs(ctx.services.store, ctx.services.deployer)
+        for row in await list_jobs(ctx.services.store, ctx.services.releases)
         if permissions.allowed(ctx.who, READ_JOB, row.name, row.version)
     ]
     text = "No jobs yet. Push one: git push racetrack main\n"
@@ -85,7 +85,7 @@ async def _jobs_info(ctx: CommandContext, args: argparse.Namespace) -> Result:
     services = ctx.services
     rows = [
         row
-        for row in await list_jobs(services.store, services.deployer)
+        for row in await list_jobs(services.store, services.releases)
         if row.name == args.job
         and args.version in (None, row.version)
         and ctx.allowed(READ_JOB, args.job, row.version)
@@ -93,11 +93,10 @@ async def _jobs_info(ctx: CommandContext, args: argparse.Namespace) -> Result:
     if not rows:
         raise NotFound(f"{args.job} has no version {args.version}")
     instances: dict[str, list[dict[str, Any]]] = {}
-    for serving in services.deployer.serving:
+    for serving in services.releases.serving:
         if serving.release.job == args.job:
             instances[serving.release.version or ""] = [
-                {"name": i.name, "url": i.url, "up": i.name not in serving.down}
-                for i in serving.instances
+                {"name": r.name, "url": r.url, "up": r.up} for r in serving.running.replicas()
             ]
     family = services.store.family(args.job)
     data = {
@@ -130,7 +129,7 @@ async def _jobs_info(ctx: CommandContext, args: argparse.Namespace) -> Result:
 async def _jobs_delete(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DELETE_JOB, args.job, args.version)
     releases_of(ctx, args.job)
-    release = await ctx.services.deployer.delete(args.job, args.version, ctx.who.name)
+    release = await ctx.services.releases.delete(args.job, args.version, ctx.who.name)
     ctx.audit("jobs:delete", args.job, f"{args.version} {release.label}")
     return Result(
         {"job": args.job, "version": args.version, "release": release.label},
@@ -146,7 +145,7 @@ async def _jobs_delete(ctx: CommandContext, args: argparse.Namespace) -> Result:
 async def _jobs_restart(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job, args.version or ANY_VERSION)
     releases_of(ctx, args.job)
-    releases = await ctx.services.deployer.restart(
+    releases = await ctx.services.releases.restart(
         args.job, args.version, ctx.who.name, ctx.output.line, permit=_deploy_permit(ctx)
     )
     ctx.audit("jobs:restart", args.job, ", ".join(r.label for r in releases))
@@ -173,7 +172,7 @@ def _scale_args(parser: argparse.ArgumentParser) -> None:
 async def _ps_scale(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job, args.version or ANY_VERSION)
     releases_of(ctx, args.job)
-    releases = await ctx.services.deployer.scale(
+    releases = await ctx.services.releases.scale(
         args.job,
         args.version,
         args.replicas,
@@ -206,7 +205,7 @@ async def _logs(ctx: CommandContext, args: argparse.Namespace) -> Result:
 
     async def read() -> None:
         try:
-            async for line in ctx.services.deployer.logs(
+            async for line in ctx.services.releases.logs(
                 args.job, args.version, args.tail, args.follow
             ):
                 await queue.put(line)

@@ -238,11 +238,11 @@ async def _tokens_revoke(ctx: CommandContext, args: argparse.Namespace) -> Resul
     text = f"Revoked token {token.id} of {token.subject}\n"
     data: dict[str, Any] = {"id": token.id, "subject": token.subject, "restarted": []}
     kind, _, job = token.subject.partition(":")
-    deployer = ctx.services.deployer
-    if kind == "family" and any(s.release.job == job for s in deployer.serving):
+    operations = ctx.services.releases
+    if kind == "family" and any(s.release.job == job for s in operations.serving):
         # its instances hold the revoked token as AUTH_TOKEN: fresh ones get a new token
         try:
-            releases = await deployer.restart(job, None, ctx.who.name, ctx.output.line)
+            releases = await operations.restart(job, None, ctx.who.name, ctx.output.line)
         except DeployFailed as exc:
             raise CommandFailed(
                 f"revoked token {token.id}, but restarting {job} with a new token failed ({exc});"

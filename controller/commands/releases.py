@@ -36,7 +36,7 @@ def release_json(release: Release) -> dict[str, Any]:
         "cause": release.cause,
         "commit": release.commit_sha,
         "jobtype": release.jobtype,
-        "artifact": release.artifact,
+        "artifact": release.artifact.to_record() if release.artifact else None,
         "config_keys": sorted(release.config),
         "rollback_of": None if release.rollback_of is None else f"r{release.rollback_of}",
         "deployed_by": release.deployed_by,
@@ -108,8 +108,7 @@ async def _releases_info(ctx: CommandContext, args: argparse.Namespace) -> Resul
     ctx.require(READ_JOB, args.job, release.version)
     info = release_json(release)
     shown = dict(info)
-    artifact = release.artifact or {}
-    shown["artifact"] = artifact.get("image") or artifact.get("path") or "-"
+    shown["artifact"] = release.artifact.where if release.artifact else "-"
     shown["config_keys"] = ", ".join(info["config_keys"]) or "-"
     width = max(len(key) for key in shown)
     lines = [
@@ -138,7 +137,7 @@ async def _releases_rollback(ctx: CommandContext, args: argparse.Namespace) -> R
     # the job's config becomes the release's: that needs deploy_job on the whole job
     ctx.require(DEPLOY_JOB, args.job)
     releases_of(ctx, args.job)
-    release = await ctx.services.deployer.rollback(
+    release = await ctx.services.releases.rollback(
         args.job, args.release, ctx.who.name, ctx.output.line
     )
     ctx.audit("releases:rollback", args.job, f"{release.label} = r{release.rollback_of}")
@@ -207,11 +206,11 @@ async def _builds_log(ctx: CommandContext, args: argparse.Namespace) -> Result:
 )
 async def _builds_cancel(ctx: CommandContext, args: argparse.Namespace) -> Result:
     ctx.require(DEPLOY_JOB, args.job, ANY_VERSION)
-    running = ctx.services.deployer.running.get(args.job)
+    running = ctx.services.releases.running.get(args.job)
     if running is not None:  # the version is known once the manifest is read; until then
         current = ctx.services.store.release_by_id(running.release.id)  # the whole job
         ctx.require(DEPLOY_JOB, args.job, current.version if current else None)
-    release = ctx.services.deployer.cancel(args.job, ctx.who.name)
+    release = ctx.services.releases.cancel(args.job, ctx.who.name)
     if release is None:
         raise CommandFailed(f"no deploy of {args.job!r} is under way")
     ctx.audit("builds:cancel", args.job, release.label)

@@ -1,22 +1,25 @@
-"""The docker runtime: each instance is a container of the release's image.
+"""The docker runtime: each replica of a release is a container of the release's image.
 
-Containers are named `rt-<name>-<version>-r<release>-<i>` and labelled like their image (plus
+Containers are named `<release name>-<i>` (see `names.py`) and labelled like their image (plus
 `racetrack.platform`, so that several platforms can share one engine). Network mode:
 - `host` (development): every container shares the host's network and listens on its own
   loopback port, which this runtime chooses and passes as `$PORT`;
 - a named network (production): containers listen on their usual port and are reached by name,
   which needs the platform on that network too.
-The engine restarts crashed containers (`unless-stopped`) and keeps their logs. Containers
-outlive the platform: after a restart they are adopted, not started again.
+The engine restarts crashed containers (`unless-stopped`) and keeps their logs; its event
+stream tells this runtime when one dies (routed around until ready again), and `reconcile`
+starts again one that was removed by hand. Containers outlive the platform: after a restart
+they are adopted, not started again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +28,19 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from buildpacks.build import ImageArtifact
+from buildpacks.build import Artifact, ImageArtifact
 from controller.runtimes.base import (
-    CrashHandler,
-    Instance,
-    InstanceFailed,
-    InstanceSpec,
+    EventKind,
+    EventQueue,
+    FailureReason,
+    OwnedRelease,
+    ReleaseFailed,
+    ReleaseSpec,
+    Replica,
+    RunningRelease,
+    RuntimeEvent,
     free_port,
+    merged_lines,
 )
 from controller.runtimes.limits import MAX_TASKS, Limits
 from controller.runtimes.probes import PROBE_TIMEOUT, probe_once, wait_until_ready
@@ -46,15 +55,23 @@ LOG_TAIL_LINES = 5
 
 
 @dataclass(eq=False)
-class DockerInstance:
-    spec: InstanceSpec
+class DockerReplica:
+    name: str
+    index: int
     container_id: str
     url: str
     restarts_before: int = 0  # the engine's restart count when we started or adopted it
+    up: bool = False
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
+
+@dataclass(eq=False)
+class DockerRelease:
+    spec: ReleaseSpec
+    members: list[DockerReplica]
+    stopped: bool = False
+
+    def replicas(self) -> list[Replica]:
+        return [Replica(r.name, r.url, r.up) for r in self.members]
 
 
 class DockerRuntime:
@@ -69,29 +86,43 @@ class DockerRuntime:
         network: str = HOST_NETWORK,
         host: str = "127.0.0.1",
         shutdown_grace: float = 10.0,
+        ready_timeout: float = 180.0,
     ) -> None:
         self._client = client
         self._platform_id = platform_id
         self._network = network
         self._host = host
         self._shutdown_grace = shutdown_grace
+        self._ready_timeout = ready_timeout  # for a replica the engine restarted
         self._session: aiohttp.ClientSession | None = None
-        self.on_crash: CrashHandler | None = None  # the engine restarts crashed containers
+        self._releases: dict[str, DockerRelease] = {}
+        self._events = EventQueue()
+        self._watching: threading.Thread | None = None
+        self._engine_events: Any = None  # the engine's event stream, closed by close()
+        self._recovering: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # where engine events are handled
+
+    @property
+    def exclusive_ports(self) -> bool:
+        """In host network mode a fixed port is the machine's own: two releases cannot share it."""
+        return self._network == HOST_NETWORK
 
     # what a container looks like
 
-    def labels(self, spec: InstanceSpec) -> dict[str, str]:
+    def labels(self, spec: ReleaseSpec, index: int) -> dict[str, str]:
         return {
             "racetrack.platform": self._platform_id,
             "racetrack.job": spec.job,
             "racetrack.version": spec.version,
             "racetrack.release": str(spec.release),
-            "racetrack.instance": str(spec.index),
+            "racetrack.release-name": spec.name,
+            "racetrack.instance": str(index),
         }
 
-    def container_config(self, spec: InstanceSpec, port: int) -> dict[str, Any]:
+    def container_config(self, spec: ReleaseSpec, index: int, port: int) -> dict[str, Any]:
         """Keyword arguments for `containers.run` (kept pure so that it can be checked alone)."""
-        artifact = ImageArtifact.from_record(spec.artifact)
+        artifact = spec.artifact
+        assert isinstance(artifact, ImageArtifact)
         host_mode = self._network == HOST_NETWORK
         env = {
             **spec.env,  # the job's: its manifest, secrets and config
@@ -100,10 +131,11 @@ class DockerRuntime:
             "LISTEN_HOST": self._host if host_mode else "0.0.0.0",
             "RACETRACK_SHUTDOWN_GRACE": str(self._shutdown_grace * 0.8),
         }
+        name = spec.replica_name(index)
         config: dict[str, Any] = {
             "image": artifact.image_id,
-            "name": spec.name,
-            "labels": self.labels(spec),
+            "name": name,
+            "labels": self.labels(spec, index),
             "environment": env,
             "detach": True,
             "init": True,  # PID 1 forwards SIGTERM and reaps: any server stops gracefully
@@ -120,10 +152,10 @@ class DockerRuntime:
             config["network_mode"] = HOST_NETWORK
         else:
             config["network"] = self._network
-            config["hostname"] = spec.name
+            config["hostname"] = name
         return config
 
-    def isolation(self, spec: InstanceSpec) -> str:
+    def isolation(self, spec: ReleaseSpec) -> str:
         limits = Limits.of(spec.resources).describe()
         return (
             "isolated in a container (no data dir, no engine socket, no raw sockets,"
@@ -135,112 +167,49 @@ class DockerRuntime:
             return artifact.port  # a fixed port (docker-proxy's user module)
         return free_port(self._host) if self._network == HOST_NETWORK else DEFAULT_PORT
 
-    def _url(self, spec: InstanceSpec, port: int) -> str:
-        host = self._host if self._network == HOST_NETWORK else spec.name
+    def _url(self, name: str, port: int) -> str:
+        host = self._host if self._network == HOST_NETWORK else name
         return f"http://{host}:{port}"
 
-    # lifecycle
+    # a release
 
-    async def start(self, spec: InstanceSpec) -> DockerInstance:
-        return await asyncio.to_thread(self._start, spec)
+    async def start(self, spec: ReleaseSpec) -> DockerRelease:
+        self._watch_engine()
+        release = DockerRelease(spec, [])
+        self._releases[spec.name] = release
+        try:
+            for index in range(spec.replicas):
+                release.members.append(await asyncio.to_thread(self._start, spec, index))
+        except BaseException:
+            await asyncio.shield(self.stop(release))
+            raise
+        return release
 
-    def _start(self, spec: InstanceSpec) -> DockerInstance:
-        artifact = ImageArtifact.from_record(spec.artifact)
+    def _start(self, spec: ReleaseSpec, index: int) -> DockerReplica:
+        artifact = spec.artifact
+        assert isinstance(artifact, ImageArtifact)
         port = self._port_for(artifact)
-        self._remove_leftover(spec)
+        name = spec.replica_name(index)
+        self._remove_leftover(name)
+        if artifact.port is not None and self.exclusive_ports and self._port_taken(port):
+            raise ReleaseFailed(
+                FailureReason.START_FAILED,
+                f"port {port} is in use on this host by a program outside Racetrack",
+            )
         try:
-            container = self._client.containers.run(**self.container_config(spec, port))
+            container = self._client.containers.run(**self.container_config(spec, index, port))
         except docker.errors.ImageNotFound:
-            raise InstanceFailed(f"image {artifact.image} is gone from the engine") from None
+            raise ReleaseFailed(
+                FailureReason.START_FAILED, f"image {artifact.image} is gone from the engine"
+            ) from None
         except docker.errors.APIError as exc:
-            raise InstanceFailed(f"cannot start {spec.name}: {exc.explanation or exc}") from None
-        log.info("started %s (%s, port %d)", spec.name, container.short_id, port)
-        return DockerInstance(spec, container.id or "", self._url(spec, port))
+            raise ReleaseFailed(
+                FailureReason.START_FAILED, f"cannot start {name}: {exc.explanation or exc}"
+            ) from None
+        log.info("started %s (%s, port %d)", name, container.short_id, port)
+        return DockerReplica(name, index, container.id or "", self._url(name, port))
 
-    def _remove_leftover(self, spec: InstanceSpec) -> None:
-        """A container of this name left by a crashed deploy of ours is removed; one that
-        belongs to another platform on the same engine is a clear error."""
-        try:
-            existing = self._client.containers.get(spec.name)
-        except docker.errors.NotFound:
-            return
-        owner = existing.labels.get("racetrack.platform")
-        if owner != self._platform_id:
-            raise InstanceFailed(
-                f"a container named {spec.name} already exists and is not this"
-                f" platform's (racetrack.platform={owner!r}); remove it or rename the job"
-            )
-        existing.remove(force=True)
-
-    def _container(self, instance: DockerInstance) -> Container:
-        return self._client.containers.get(instance.container_id)
-
-    def _logs(self, instance: DockerInstance) -> str:
-        try:
-            raw = self._container(instance).logs(tail=LOG_TAIL_LINES)
-        except docker.errors.APIError:
-            return ""
-        lines = raw.decode("utf-8", "replace").splitlines()
-        return " | ".join(line.rstrip() for line in lines if line.strip())
-
-    def _failure(self, instance: DockerInstance) -> str | None:
-        try:
-            container = self._container(instance)
-        except docker.errors.NotFound:
-            return f"{instance.name} was removed before it was ready"
-        state = container.attrs["State"]
-        crashed = state["Status"] in ("exited", "dead") or state.get("Restarting")
-        if crashed or container.attrs.get("RestartCount", 0) > instance.restarts_before:
-            return (
-                f"{instance.name} exited with status {state.get('ExitCode')} before it was"
-                f" ready: {self._logs(instance)}"
-            )
-        return None
-
-    async def wait_ready(self, instance: Instance, timeout: float) -> None:
-        assert isinstance(instance, DockerInstance)
-        artifact = ImageArtifact.from_record(instance.spec.artifact)
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=PROBE_TIMEOUT)
-        session = self._session
-
-        async def failure() -> str | None:
-            return await asyncio.to_thread(self._failure, instance)
-
-        async def tail() -> str:
-            return await asyncio.to_thread(self._logs, instance)
-
-        await wait_until_ready(
-            instance.name,
-            timeout,
-            ready=lambda: probe_once(session, instance.name, instance.url, artifact.probe),
-            failure=failure,
-            log_tail=tail,
-        )
-
-    async def adopt(self, spec: InstanceSpec) -> DockerInstance | None:
-        return await asyncio.to_thread(self._adopt, spec)
-
-    def _adopt(self, spec: InstanceSpec) -> DockerInstance | None:
-        artifact = ImageArtifact.from_record(spec.artifact)
-        try:
-            container = self._client.containers.get(spec.name)
-        except docker.errors.NotFound:
-            return None
-        same = container.labels == {**container.labels, **self.labels(spec)}
-        if not same or container.status != "running" or container.image.id != artifact.image_id:
-            return None
-        env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"] if "=" in item)
-        port = int(env.get("PORT", DEFAULT_PORT))
-        log.info("adopted %s (%s)", spec.name, container.short_id)
-        restarts = int(container.attrs.get("RestartCount", 0))
-        return DockerInstance(spec, container.id or "", self._url(spec, port), restarts)
-
-    def exclusive_port(self, artifact: Mapping[str, Any]) -> int | None:
-        port = ImageArtifact.from_record(artifact).port
-        return port if self._network == HOST_NETWORK else None
-
-    def port_taken(self, port: int) -> bool:
+    def _port_taken(self, port: int) -> bool:
         """Whether something on the host already accepts connections on `port`."""
         try:
             socket.create_connection((self._host, port), timeout=1).close()
@@ -248,29 +217,296 @@ class DockerRuntime:
             return False
         return True
 
-    async def stop(self, instance: Instance) -> None:
-        assert isinstance(instance, DockerInstance)
-        await asyncio.to_thread(self._stop, instance)
-
-    def _stop(self, instance: DockerInstance) -> None:
+    def _remove_leftover(self, name: str) -> None:
+        """A container of this name left by a crashed deploy of ours is removed; one that
+        belongs to another platform on the same engine is a clear error."""
         try:
-            container = self._container(instance)
+            existing = self._client.containers.get(name)
+        except docker.errors.NotFound:
+            return
+        owner = existing.labels.get("racetrack.platform")
+        if owner != self._platform_id:
+            raise ReleaseFailed(
+                FailureReason.START_FAILED,
+                f"a container named {name} already exists and is not this"
+                f" platform's (racetrack.platform={owner!r}); remove it or rename the job",
+            )
+        existing.remove(force=True)
+
+    async def adopt(self, spec: ReleaseSpec) -> DockerRelease | None:
+        members = []
+        for index in range(spec.replicas):
+            replica = await asyncio.to_thread(self._adopt, spec, index)
+            if replica is None:
+                return None
+            members.append(replica)
+        self._watch_engine()
+        release = DockerRelease(spec, members)
+        self._releases[spec.name] = release
+        return release
+
+    def _adopt(self, spec: ReleaseSpec, index: int) -> DockerReplica | None:
+        artifact = spec.artifact
+        assert isinstance(artifact, ImageArtifact)
+        name = spec.replica_name(index)
+        try:
+            container = self._client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+        labels = self.labels(spec, index)
+        same = container.labels == {**container.labels, **labels}
+        if not same or container.status != "running" or container.image.id != artifact.image_id:
+            return None
+        env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"] if "=" in item)
+        port = int(env.get("PORT", DEFAULT_PORT))
+        log.info("adopted %s (%s)", name, container.short_id)
+        restarts = int(container.attrs.get("RestartCount", 0))
+        return DockerReplica(name, index, container.id or "", self._url(name, port), restarts)
+
+    async def wait_ready(self, release: RunningRelease, timeout: float) -> None:
+        assert isinstance(release, DockerRelease)
+        await asyncio.gather(*(self._wait_replica(release, r, timeout) for r in release.members))
+
+    def _session_for_probes(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=PROBE_TIMEOUT)
+        return self._session
+
+    async def _wait_replica(
+        self, release: DockerRelease, replica: DockerReplica, timeout: float
+    ) -> None:
+        artifact = release.spec.artifact
+        session = self._session_for_probes()
+
+        async def failure() -> ReleaseFailed | None:
+            return await asyncio.to_thread(self._failure, release, replica)
+
+        async def tail() -> str:
+            return await asyncio.to_thread(self._logs, replica)
+
+        await wait_until_ready(
+            replica.name,
+            timeout,
+            ready=lambda: probe_once(session, replica.name, replica.url, artifact.probe),
+            failure=failure,
+            log_tail=tail,
+        )
+        replica.up = True
+
+    def _container(self, replica: DockerReplica) -> Container:
+        return self._client.containers.get(replica.container_id)
+
+    def _logs(self, replica: DockerReplica) -> str:
+        try:
+            raw = self._container(replica).logs(tail=LOG_TAIL_LINES)
+        except docker.errors.APIError:
+            return ""
+        lines = raw.decode("utf-8", "replace").splitlines()
+        return " | ".join(line.rstrip() for line in lines if line.strip())
+
+    def _failure(self, release: DockerRelease, replica: DockerReplica) -> ReleaseFailed | None:
+        try:
+            container = self._container(replica)
+        except docker.errors.NotFound:
+            return ReleaseFailed(
+                FailureReason.CRASHED, f"{replica.name} was removed before it was ready"
+            )
+        state = container.attrs["State"]
+        crashed = state["Status"] in ("exited", "dead") or state.get("Restarting")
+        if crashed or container.attrs.get("RestartCount", 0) > replica.restarts_before:
+            if state.get("OOMKilled"):
+                memory = release.spec.resources.memory_max if release.spec.resources else None
+                return ReleaseFailed(
+                    FailureReason.OUT_OF_MEMORY,
+                    f"{replica.name} was killed: out of memory (resources.memory_max {memory})",
+                )
+            return ReleaseFailed(
+                FailureReason.CRASHED,
+                f"{replica.name} exited with status {state.get('ExitCode')} before it was"
+                f" ready: {self._logs(replica)}",
+            )
+        return None
+
+    def upstreams(self, release: RunningRelease) -> list[str]:
+        assert isinstance(release, DockerRelease)
+        return [r.url for r in release.members if r.up]
+
+    async def stop(self, release: RunningRelease) -> None:
+        assert isinstance(release, DockerRelease)
+        release.stopped = True
+        for replica in release.members:
+            replica.up = False
+        await asyncio.gather(
+            *(asyncio.to_thread(self._stop, r) for r in release.members), return_exceptions=True
+        )
+        if self._releases.get(release.spec.name) is release:
+            del self._releases[release.spec.name]
+
+    def _stop(self, replica: DockerReplica) -> None:
+        try:
+            container = self._container(replica)
         except docker.errors.NotFound:
             return
         container.stop(timeout=int(self._shutdown_grace))  # SIGTERM, SIGKILL after the grace
         container.remove(force=True)
-        log.info("stopped and removed %s", instance.name)
+        log.info("stopped and removed %s", replica.name)
 
-    async def logs(self, instance: Instance, tail: int, follow: bool) -> AsyncIterator[str]:
+    async def list_owned(self) -> list[OwnedRelease]:
+        containers = await asyncio.to_thread(self._owned_containers)
+        owned: dict[str, OwnedRelease] = {}
+        for container in containers:
+            labels = container.labels
+            name = labels.get("racetrack.release-name") or _release_of(container.name or "")
+            with contextlib.suppress(KeyError, ValueError):
+                owned[name] = OwnedRelease(
+                    name,
+                    labels["racetrack.job"],
+                    labels["racetrack.version"],
+                    int(labels["racetrack.release"]),
+                )
+        return list(owned.values())
+
+    def _owned_containers(self) -> list[Container]:
+        return list(
+            self._client.containers.list(
+                all=True, filters={"label": f"racetrack.platform={self._platform_id}"}
+            )
+        )
+
+    def events(self) -> AsyncIterator[RuntimeEvent]:
+        return self._events.stream()
+
+    async def reconcile(self, desired: Collection[str]) -> list[str]:
+        return await asyncio.to_thread(self._reconcile, set(desired) | set(self._releases))
+
+    def _reconcile(self, keep: set[str]) -> list[str]:
+        """Containers of this platform that serve nothing (left by a deploy or a retirement the
+        platform did not live to finish) are removed, or they would run, and hold their
+        images, for ever. A held release's container that is gone (removed by hand) is
+        started again."""
+        changes = []
+        present: set[str] = set()
+        for container in self._owned_containers():
+            name = container.name or ""
+            release = container.labels.get("racetrack.release-name") or _release_of(name)
+            if release not in keep:
+                container.remove(force=True)
+                changes.append(f"removed {name}: it served no release")
+            else:
+                present.add(name)
+        for release in list(self._releases.values()):
+            for replica in release.members:
+                if release.stopped or replica.name in present:
+                    continue
+                try:
+                    fresh = self._start(release.spec, replica.index)
+                except ReleaseFailed as exc:
+                    changes.append(f"could not start {replica.name} again: {exc}")
+                    continue
+                release.members[replica.index] = fresh
+                changes.append(f"started {replica.name} again: its container was gone")
+                self._loop_call(self._recover, release, fresh)
+        return changes
+
+    # what the engine reports
+
+    def _watch_engine(self) -> None:
+        """Follow the engine's container events (in a thread: the SDK's stream blocks), so
+        that a replica that dies, or is removed by hand, is routed around at once."""
+        if self._watching is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._engine_events = self._client.events(
+            decode=True,
+            filters={"type": "container", "label": f"racetrack.platform={self._platform_id}"},
+        )
+        self._watching = threading.Thread(target=self._read_engine_events, daemon=True)
+        self._watching.start()
+
+    def _read_engine_events(self) -> None:
+        try:
+            for event in self._engine_events:
+                status = event.get("status") or event.get("Action") or ""
+                if status in ("die", "destroy", "oom") and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._replica_down, event.get("id", ""))
+        except (docker.errors.APIError, OSError, ValueError) as exc:
+            log.info("stopped following the engine's events: %s", exc)
+
+    def _find(self, container_id: str) -> tuple[DockerRelease, DockerReplica] | None:
+        for release in self._releases.values():
+            for replica in release.members:
+                if replica.container_id == container_id:
+                    return release, replica
+        return None
+
+    def _replica_down(self, container_id: str) -> None:
+        found = self._find(container_id)
+        if found is None:
+            return
+        release, replica = found
+        if release.stopped or not replica.up:
+            return
+        replica.up = False
+        self._events.put(RuntimeEvent(EventKind.DIED, release.spec.name, replica.name))
+        log.warning("%s stopped; routed around until it is ready again", replica.name)
+        self._loop_call(self._recover, release, replica)
+
+    def _loop_call(self, recover: Any, release: DockerRelease, replica: DockerReplica) -> None:
+        def schedule() -> None:
+            task = asyncio.ensure_future(recover(release, replica))
+            self._recovering.add(task)
+            task.add_done_callback(self._recovering.discard)
+
+        assert self._loop is not None  # set when the first release started or was adopted
+        self._loop.call_soon_threadsafe(schedule)
+
+    async def _recover(self, release: DockerRelease, replica: DockerReplica) -> None:
+        """Wait until the engine has restarted the replica (or reconcile started a new one)
+        and it is ready; then route to it again."""
+        session = self._session_for_probes()
+        probe = release.spec.artifact.probe
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ready_timeout
+        interval = 0.1
+        while not release.stopped and replica in release.members and loop.time() < deadline:
+            with contextlib.suppress(ReleaseFailed):
+                if await probe_once(session, replica.name, replica.url, probe):
+                    replica.up = True
+                    self._events.put(
+                        RuntimeEvent(EventKind.RESTARTED, release.spec.name, replica.name)
+                    )
+                    log.info("%s is back", replica.name)
+                    return
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 2.0)
+
+    async def restarts(self, release: RunningRelease) -> int:
+        assert isinstance(release, DockerRelease)
+        counts = await asyncio.gather(*(self._restarts(r) for r in release.members))
+        return sum(counts)
+
+    async def _restarts(self, replica: DockerReplica) -> int:
+        try:
+            container = await asyncio.to_thread(self._container, replica)
+        except docker.errors.NotFound:
+            return 0
+        return int(container.attrs.get("RestartCount", 0)) - replica.restarts_before
+
+    def logs(self, release: RunningRelease, tail: int, follow: bool) -> AsyncIterator[str]:
+        assert isinstance(release, DockerRelease)
+        return merged_lines({r.name: self._replica_logs(r, tail, follow) for r in release.members})
+
+    async def _replica_logs(
+        self, replica: DockerReplica, tail: int, follow: bool
+    ) -> AsyncIterator[str]:
         """The engine's log of the container, read in a thread and handed over line by line."""
-        assert isinstance(instance, DockerInstance)
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         stop = threading.Event()
 
         def read() -> None:
             try:
-                stream = self._container(instance).logs(stream=True, follow=follow, tail=tail)
+                stream = self._container(replica).logs(stream=True, follow=follow, tail=tail)
                 pending = b""
                 for chunk in stream:
                     pending += chunk
@@ -295,21 +531,14 @@ class DockerRuntime:
         finally:
             stop.set()  # the reader stops at its next line (a followed quiet log: at exit)
 
-    async def artifact_available(self, artifact: Mapping[str, Any]) -> bool:
-        image_id = ImageArtifact.from_record(artifact).image_id
+    async def artifact_available(self, artifact: Artifact) -> bool:
+        if not isinstance(artifact, ImageArtifact):
+            return False
         try:
-            await asyncio.to_thread(self._client.images.get, image_id)
+            await asyncio.to_thread(self._client.images.get, artifact.image_id)
         except docker.errors.ImageNotFound:
             return False
         return True
-
-    async def restarts(self, instance: Instance) -> int:
-        assert isinstance(instance, DockerInstance)
-        try:
-            container = await asyncio.to_thread(self._container, instance)
-        except docker.errors.NotFound:
-            return 0
-        return int(container.attrs.get("RestartCount", 0)) - instance.restarts_before
 
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
         return await asyncio.to_thread(self._prune, job, keep, in_use)
@@ -336,24 +565,18 @@ class DockerRuntime:
             removed.extend(image.tags or [image.id or ""])
         return removed
 
-    async def remove_strays(self, keep: set[str]) -> list[str]:
-        return await asyncio.to_thread(self._remove_strays, keep)
-
-    def _remove_strays(self, keep: set[str]) -> list[str]:
-        """Containers of this platform that serve nothing (left by a deploy or a retirement the
-        platform did not live to finish): remove them, or they would run, and hold their
-        images, for ever."""
-        removed = []
-        strays = self._client.containers.list(
-            all=True, filters={"label": f"racetrack.platform={self._platform_id}"}
-        )
-        for container in strays:
-            if container.name not in keep:
-                container.remove(force=True)
-                removed.append(container.name or "")
-        return removed
-
     async def close(self) -> None:
         """Containers keep running (the engine owns them); a restarted platform adopts them."""
+        if self._engine_events is not None:
+            with contextlib.suppress(Exception):
+                self._engine_events.close()
+        for task in self._recovering:
+            task.cancel()
+        self._events.close()
         if self._session is not None:
             await self._session.close()
+
+
+def _release_of(container_name: str) -> str:
+    """The release name in a replica's container name (`<release>-<index>`)."""
+    return container_name.rpartition("-")[0]

@@ -10,13 +10,13 @@ import aiohttp
 from yarl import URL
 
 from buildpacks.build import Probe
-from controller.runtimes.base import InstanceFailed
+from controller.runtimes.base import FailureReason, ReleaseFailed
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
 
 
 async def probe_once(session: aiohttp.ClientSession, name: str, url: str, probe: Probe) -> bool:
-    """True when ready; InstanceFailed when the wrapper reports its start failed."""
+    """True when ready; ReleaseFailed (init error) when the wrapper reports its start failed."""
     try:
         if probe.kind == "tcp":
             target = URL(url)
@@ -26,7 +26,10 @@ async def probe_once(session: aiohttp.ClientSession, name: str, url: str, probe:
         if probe.kind == "wrapper":
             async with session.get(url + "/live") as live:
                 if live.status == 500:
-                    raise InstanceFailed(f"{name} failed to start: {await _error_text(live)}")
+                    raise ReleaseFailed(
+                        FailureReason.INIT_ERROR,
+                        f"{name} failed to start: {await _error_text(live)}",
+                    )
             async with session.get(url + "/ready") as ready:
                 return ready.status == 200
         async with session.get(url + (probe.path or "/")) as response:
@@ -48,11 +51,11 @@ async def wait_until_ready(
     timeout: float,
     *,
     ready: Callable[[], Awaitable[bool]],
-    failure: Callable[[], Awaitable[str | None]],
+    failure: Callable[[], Awaitable[ReleaseFailed | None]],
     log_tail: Callable[[], Awaitable[str]],
     wake: asyncio.Future[object] | None = None,
 ) -> None:
-    """Poll `ready` (with a growing interval) until it is true, `failure` names a reason, or
+    """Poll `ready` (with a growing interval) until it is true, `failure` gives a reason, or
     `timeout` passes; `wake` (e.g. the process exiting) cuts a wait short."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -60,12 +63,15 @@ async def wait_until_ready(
     while True:
         reason = await failure()
         if reason is not None:
-            raise InstanceFailed(reason)
+            raise reason
         if await ready():
             return
         remaining = deadline - loop.time()
         if remaining <= 0:
-            raise InstanceFailed(f"{name} was not ready within {timeout:.0f}s: {await log_tail()}")
+            raise ReleaseFailed(
+                FailureReason.TIMEOUT,
+                f"{name} was not ready within {timeout:.0f}s: {await log_tail()}",
+            )
         pause = min(interval, remaining)
         if wake is not None:
             await asyncio.wait([wake], timeout=pause)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from buildpacks.build import Artifact, artifact_from_record
+
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -58,7 +60,7 @@ class Release:
     commit_sha: str
     jobtype: str | None
     manifest: dict[str, Any] | None
-    artifact: dict[str, Any] | None
+    artifact: Artifact | None  # parsed once, here
     status: str
     error: str | None
     build_log: str
@@ -147,7 +149,7 @@ def release_of(row: sqlite3.Row, *, config: dict[str, str], secret_env: dict[str
         commit_sha=row["commit_sha"],
         jobtype=row["jobtype"],
         manifest=json.loads(row["manifest"]) if row["manifest"] else None,
-        artifact=json.loads(row["artifact"]) if row["artifact"] else None,
+        artifact=artifact_from_record(json.loads(row["artifact"])) if row["artifact"] else None,
         status=row["status"],
         error=row["error"],
         build_log=row["build_log"],

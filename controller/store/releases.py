@@ -6,6 +6,7 @@ import json
 from sqlite3 import Row
 from typing import Any
 
+from buildpacks.build import Artifact
 from controller.store.base import RELEASE_SECRET_COLUMNS, StoreBase, release_place
 from controller.store.records import Cause, Release, ReleaseStatus, now, release_of
 
@@ -71,9 +72,10 @@ class ReleaseStore(StoreBase):
         )
         return self._reload(release)
 
-    def set_artifact(self, release: Release, artifact: dict[str, Any]) -> Release:
+    def set_artifact(self, release: Release, artifact: Artifact) -> Release:
         self._db.execute(
-            "UPDATE releases SET artifact = ? WHERE id = ?", (json.dumps(artifact), release.id)
+            "UPDATE releases SET artifact = ? WHERE id = ?",
+            (json.dumps(artifact.to_record()), release.id),
         )
         return self._reload(release)
 

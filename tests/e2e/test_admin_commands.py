@@ -6,6 +6,7 @@ import queue
 import subprocess
 import threading
 
+from controller.runtimes.names import release_name
 from tests.harness import JobRepo, Server, http_json, make_key, python_job
 
 _names = itertools.count(1)
@@ -185,7 +186,7 @@ def test_builds_list_and_logs(server, workdir, job_name):
     server.call(job_name, "latest", payload={}, token=token)
     tail = server.ssh("logs", job_name, "--tail", "50")
     assert tail.returncode == 0
-    assert f"[rt-{job_name}-1.0.0-r1-0] computing" in tail.stdout
+    assert f"[{release_name(job_name, '1.0.0', 1)}-0] computing" in tail.stdout
 
 
 def test_logs_follow_streams_until_the_client_leaves(server, token, workdir, job_name):

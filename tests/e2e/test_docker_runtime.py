@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.runtimes.names import release_name
 from tests.e2e.test_zero_downtime import check_calls, redeploy_under_load
 from tests.harness import (
     JobRepo,
@@ -52,6 +53,7 @@ def dserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "--build-ca-bundle", CA_BUNDLE,
             "--keep-images", "2",
             "--ready-timeout", "20",
+            "--reconcile-interval", "1",
         ),
     ).start()  # fmt: skip
     yield running
@@ -116,8 +118,8 @@ def test_python3_job_with_requirements_replicas_and_limits(dserver, dtoken, work
     }
     containers = sorted(containers_of(job_name), key=lambda c: c["Name"])
     assert [c["Name"] for c in containers] == [
-        f"/rt-{job_name}-1.0.0-r1-0",
-        f"/rt-{job_name}-1.0.0-r1-1",
+        f"/{release_name(job_name, '1.0.0', 1)}-0",
+        f"/{release_name(job_name, '1.0.0', 1)}-1",
     ]
     for container in containers:
         host = container["HostConfig"]
@@ -243,6 +245,35 @@ def test_a_crashed_container_comes_back(dserver, dtoken, workdir, job_name):
         ),
         "the engine to restart the container",
     )
+
+
+def test_a_container_removed_by_hand_is_started_again_and_calls_go_around_it(
+    dserver, dtoken, workdir, job_name
+):
+    """The engine reports the removal at once (the replica is routed around: the other one
+    answers every call) and the next reconcile starts a new container under the same name."""
+    files = dockerfile_job(job_name, "docker-http")
+    files["job.yaml"] += "replicas: 2\n"
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    assert dserver.push(repo).returncode == 0
+    removed = min(containers_of(job_name), key=lambda c: c["Name"])
+    docker("rm", "-f", removed["Id"])
+    statuses: list[int] = []
+
+    def replaced() -> bool:
+        statuses.append(dserver.call(job_name, "latest", "/again", token=dtoken)[0])
+        now = {c["Name"]: c["Id"] for c in containers_of(job_name)}
+        return len(now) == 2 and now.get(removed["Name"], removed["Id"]) != removed["Id"]
+
+    wait_for(replaced, "reconcile to start the removed container again")
+
+    def both_up() -> bool:
+        info = json.loads(dserver.ssh("jobs:info", job_name, "--json").stdout)
+        return [i["up"] for i in info["versions"][0]["instances"]] == [True, True]
+
+    wait_for(both_up, "the new container to be routed")
+    assert dserver.call(job_name, "latest", "/back", token=dtoken)[0] == 200
+    assert statuses and set(statuses) == {200}, statuses
 
 
 def test_a_container_that_never_gets_ready_is_rejected_and_removed(dserver, workdir, job_name):
@@ -428,7 +459,7 @@ def test_a_killed_platform_adopts_its_containers_and_removes_strays(tmp_path, wo
         assert platform.push(repo).returncode == 0
         (before,) = containers_of(job_name)
         identity = (platform.data_dir / "platform-id").read_text().strip()
-        stray = f"rt-{job_name}-0.0.9-r99-0"
+        stray = f"{release_name(job_name, '0.0.9', 99)}-0"
         docker(
             "run", "-d", "--name", stray, "--label", f"racetrack.platform={identity}",
             "--label", f"racetrack.job={job_name}", BASE_IMAGE, "sleep", "600",

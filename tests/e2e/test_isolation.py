@@ -251,7 +251,7 @@ def test_resources_are_applied_and_a_job_over_its_memory_is_killed(local_server,
     assert status in (502, 503), answer
     wait_for(
         lambda: (
-            "hog-1.0.0-r1-0 was killed: out of memory (resources.memory_max 96Mi)"
+            "hog-1-0-0-r1-0 was killed: out of memory (resources.memory_max 96Mi)"
             in local_server.log_path.read_text()
         ),
         "the platform to name the OOM kill",
@@ -275,12 +275,12 @@ def test_logs_rotate_by_size_and_tail_reads_the_end(local_server, tmp_path):
     for _ in range(5):
         assert local_server.call("chatty", "latest", payload={"count": 3000}, token=token)[0] == 200
     logs = sorted((local_server.data_dir / "logs" / "chatty").iterdir())
-    assert [p.name for p in logs] == ["rt-chatty-1.0.0-r1-0.log", "rt-chatty-1.0.0-r1-0.log.1"]
+    assert [p.name for p in logs] == ["rt-chatty-1-0-0-r1-0.log", "rt-chatty-1-0-0-r1-0.log.1"]
     assert all(p.stat().st_size <= 64 * 1024 for p in logs)
     tail = local_server.ssh("logs", "chatty", "--tail", "3")
     assert tail.returncode == 0, tail.stderr
     lines = tail.stdout.splitlines()
-    assert len(lines) == 3 and lines[-1].startswith("[rt-chatty-1.0.0-r1-0] ")
+    assert len(lines) == 3 and lines[-1].startswith("[rt-chatty-1-0-0-r1-0] ")
 
 
 def test_without_a_sandbox_the_local_runtime_refuses_unless_single_user(tmp_path):

@@ -14,11 +14,10 @@ from buildpacks.manifest import ManifestError, decode_manifest, parse_manifest
 from controller.accounts import Accounts
 from controller.build_step import BuildStep
 from controller.commands import COMMANDS, run_command
-from controller.deployer import Deployer, DeploySettings
 from controller.permissions import Permissions, Principal
+from controller.releases import DeploySettings, make_releases
 from controller.runtimes.local import LocalRuntime
 from controller.services import Services
-from controller.serving import ServingTable
 from controller.store import Store
 from controller.store.sealing import SecretBox
 from controller.tokens import TokenMinter
@@ -130,7 +129,7 @@ def platform(
     accounts = Accounts(store, TokenMinter(b"k" * 32))
     accounts.create_user("admin", is_admin=True)
     runtime = LocalRuntime(data)
-    deployer = Deployer(
+    releases = make_releases(
         store=store,
         build=BuildStep(
             repos=RepoStore(data / "repos"),
@@ -139,11 +138,11 @@ def platform(
             work_dir=data / "work",
         ),
         runtime=runtime,
-        serving=ServingTable(lambda _snapshot: None),
+        publish=lambda _snapshot: None,
         drain=lambda _urls, _grace: asyncio.sleep(0, True),
         settings=DeploySettings(public_url="http://127.0.0.1:1"),
     )
-    services = Services(store, accounts, Permissions(store), deployer, auth_required=True)
+    services = Services(store, accounts, Permissions(store), releases, auth_required=True)
     loop = asyncio.new_event_loop()
     yield services, loop
     loop.close()

@@ -1,5 +1,7 @@
 """What the docker buildpacks generate, and how the runtime configures containers."""
 
+import re
+
 import pytest
 
 from buildpacks.build import BuildRequest, ImageArtifact, SecretMask
@@ -8,8 +10,9 @@ from buildpacks.golang import module_path, render_wrapper
 from buildpacks.golang import render_dockerfile as golang_dockerfile
 from buildpacks.manifest import Resources, parse_manifest
 from buildpacks.python3.image import DockerfileSpec, render_dockerfile
-from controller.runtimes.base import InstanceSpec
+from controller.runtimes.base import ReleaseSpec
 from controller.runtimes.docker import DockerRuntime
+from controller.runtimes.names import release_name, safe_name
 from controller.runtimes.resources import cpu_cores, docker_limits, memory_bytes
 
 
@@ -125,10 +128,10 @@ def test_cpu_quantities_and_docker_limits():
     assert docker_limits(None) == {}
 
 
-def spec(port: int | None = None) -> InstanceSpec:
+def spec(port: int | None = None) -> ReleaseSpec:
     artifact = ImageArtifact("racetrack-job/adder:1.0.0-r3-abc", "sha256:feed", {"A": "1"}, port)
-    return InstanceSpec(
-        "adder", "1.0.0", 3, 1, artifact.to_record(), {"JOB_NAME": "adder"}, Resources(cpu_max="1")
+    return ReleaseSpec(
+        "adder", "1.0.0", 3, artifact, {"JOB_NAME": "adder"}, 2, Resources(cpu_max="1")
     )
 
 
@@ -137,8 +140,8 @@ def runtime(network: str) -> DockerRuntime:
 
 
 def test_container_config_in_host_network_mode():
-    config = runtime("host").container_config(spec(), 40123)
-    assert config["name"] == "rt-adder-1.0.0-r3-1"
+    config = runtime("host").container_config(spec(), 1, 40123)
+    assert config["name"] == "rt-adder-1-0-0-r3-1"
     assert config["image"] == "sha256:feed"
     assert config["network_mode"] == "host" and "network" not in config
     assert config["environment"]["PORT"] == "40123"
@@ -149,6 +152,7 @@ def test_container_config_in_host_network_mode():
         "racetrack.job": "adder",
         "racetrack.version": "1.0.0",
         "racetrack.release": "3",
+        "racetrack.release-name": "rt-adder-1-0-0-r3",
         "racetrack.instance": "1",
     }
     assert config["restart_policy"] == {"Name": "unless-stopped"}
@@ -157,16 +161,37 @@ def test_container_config_in_host_network_mode():
 
 
 def test_container_config_on_a_named_network():
-    config = runtime("racetrack").container_config(spec(), 7000)
+    config = runtime("racetrack").container_config(spec(), 1, 7000)
     assert config["network"] == "racetrack" and "network_mode" not in config
-    assert config["hostname"] == "rt-adder-1.0.0-r3-1"
+    assert config["hostname"] == "rt-adder-1-0-0-r3-1"
     assert config["environment"]["LISTEN_HOST"] == "0.0.0.0"
 
 
 def test_only_fixed_ports_in_host_mode_are_exclusive():
-    assert runtime("host").exclusive_port(spec(7001).artifact) == 7001
-    assert runtime("host").exclusive_port(spec().artifact) is None
-    assert runtime("racetrack").exclusive_port(spec(7001).artifact) is None
+    assert runtime("host").exclusive_ports and spec(7001).artifact.fixed_port == 7001
+    assert spec().artifact.fixed_port is None
+    assert not runtime("racetrack").exclusive_ports
+
+
+def test_release_names_are_dns_labels_that_never_collide():
+    assert release_name("adder", "1.0.0", 3) == "rt-adder-1-0-0-r3"
+    names = {
+        release_name(job, version, 1)
+        for job, version in [
+            ("a", "1.0.0-beta"),
+            ("a", "1.0.0+beta"),
+            ("a", "1.0.0-Beta"),
+            ("a-1", "0.0.1"),
+            ("a", "1.0.0"),
+            ("a" * 63, "1.0.0"),
+            ("a" * 63, "1.0.1"),
+        ]
+    }
+    assert len(names) == 7
+    label = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+    for name in names:
+        assert label.fullmatch(name) and len(name) <= 58, name  # room for "-<replica>"
+    assert safe_name("Hello_World") != safe_name("hello-world") == "hello-world"
 
 
 def test_secret_endpoint_answers_its_path_once_and_an_idle_client_cannot_hold_it():
