@@ -21,7 +21,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from buildpacks.build import BuildFailed, BuildRequest, Progress, SecretMask
+from buildpacks.build import BuildFailed, BuildRequest, ImageArtifact, Progress, SecretMask
 
 IMAGE_REPOSITORY = "racetrack-job"
 BUILD_STAGE_LABEL = "racetrack.build-stage"
@@ -54,6 +54,8 @@ class DockerBuildSettings:
     golang_runtime_image: str = "debian:bookworm-slim"
     ca_bundle: Path | None = None  # trusted by pip and apt inside builds
     pip_index_url: str | None = None  # may carry credentials: handled like a build secret
+    # HOST[:PORT][/prefix]: every image built is pushed there, and runs from there
+    registry: str | None = None
 
 
 def docker_safe(text: str) -> str:
@@ -218,6 +220,24 @@ class ImageBuilder:
                     self.client.images.remove(tag)
                 raise BuildFailed("the image build was cancelled")
         return tag, image_id
+
+    def push(self, artifact: ImageArtifact, progress: Progress) -> ImageArtifact:
+        """Tag the image into the registry (`settings.registry`) and push it: the artifact
+        then names the registry's copy, which is what a cluster's nodes pull."""
+        registry = self.settings.registry
+        assert registry is not None
+        target = f"{registry.rstrip('/')}/{artifact.image}"
+        repository, _, tag = target.rpartition(":")
+        progress(f"Pushing {target}")
+        try:
+            self.client.api.tag(artifact.image_id, repository, tag)
+            for chunk in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    raise BuildFailed(f"cannot push {target} to {registry}: {chunk['error']}")
+        except docker.errors.APIError as exc:
+            reason = exc.explanation or exc
+            raise BuildFailed(f"cannot push {target} to {registry}: {reason}") from None
+        return replace(artifact, image=target)
 
     def _kill_steps_when_cancelled(
         self, cancelled: threading.Event, done: threading.Event, step: _StepContainer

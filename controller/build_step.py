@@ -158,8 +158,12 @@ class BuildStep:
 
         def run() -> Artifact:
             if self._artifact_kind == ImageArtifact.kind:
-                assert self._image_builder is not None
-                return buildpack.build_image(request, self._image_builder)
+                builder = self._image_builder
+                assert builder is not None
+                image = buildpack.build_image(request, builder)
+                if builder.settings.registry is None:
+                    return image
+                return builder.push(image, request.progress)
             return buildpack.build_directory(request)
 
         building = asyncio.ensure_future(asyncio.to_thread(run))

@@ -17,8 +17,10 @@ from controller.errors import StartupError
 from controller.platform import Platform, Settings, display_host
 from controller.runtime_setup import RuntimeSettings
 from controller.runtimes.docker import HOST_NETWORK
+from controller.runtimes.kubernetes import KubernetesSettings
+from controller.runtimes.kubernetes_objects import ResourcePolicy
 from controller.runtimes.log_files import LogSettings
-from controller.runtimes.resources import memory_bytes
+from controller.runtimes.resources import cpu_cores, memory_bytes
 from controller.runtimes.sandbox import DEFAULT_JOB_USER_BASE
 
 
@@ -197,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     _local_flags(serve.add_argument_group("local runtime"))
     _docker_flags(serve.add_argument_group("docker runtime"))
+    _kubernetes_flags(serve.add_argument_group("kubernetes runtime"))
     return parser
 
 
@@ -281,6 +284,63 @@ def _docker_flags(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _memory_quantity(text: str) -> str:
+    try:
+        memory_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _cpu_quantity(text: str) -> str:
+    try:
+        cpu_cores(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU quantity like 500m or 2") from None
+    return text
+
+
+def _kubernetes_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="the cluster to run jobs in (default: the in-cluster service account)",
+    )
+    group.add_argument("--k8s-namespace", default="racetrack", metavar="NAME")
+    group.add_argument(
+        "--k8s-image-pull-policy",
+        default="IfNotPresent",
+        choices=("IfNotPresent", "Always", "Never"),
+    )
+    group.add_argument(
+        "--registry",
+        metavar="HOST[:PORT][/PREFIX]",
+        help="where job images are pushed and pulled from (needed by the kubernetes runtime)",
+    )
+    group.add_argument(
+        "--k8s-route-via",
+        default="auto",
+        choices=("auto", "pods", "service"),
+        help="the router reaches a release through its ready pods' addresses (the platform"
+        " outside the cluster) or its Service (inside); auto: service when in the cluster",
+    )
+    group.add_argument(
+        "--k8s-max-memory",
+        default=ResourcePolicy.max_memory,
+        type=_memory_quantity,
+        metavar="QUANTITY",
+        help="no job may ask for more memory than this",
+    )
+    group.add_argument(
+        "--k8s-max-cpu",
+        default=ResourcePolicy.max_cpu,
+        type=_cpu_quantity,
+        metavar="QUANTITY",
+        help="no job may ask for more CPU than this",
+    )
+
+
 def _raise_descriptor_limit() -> None:
     """Up to the hard limit: every connection, pipe and log holds a descriptor, and the servers'
     own caps (connections, sessions) are meant to be what refuses, not the kernel."""
@@ -323,7 +383,18 @@ def main(argv: list[str] | None = None) -> int:
                 golang_runtime_image=args.golang_runtime_image,
                 ca_bundle=args.build_ca_bundle,
                 pip_index_url=args.pip_index_url,
+                registry=args.registry,
             ),
+            kubeconfig=args.kubeconfig,
+            kubernetes=KubernetesSettings(
+                namespace=args.k8s_namespace,
+                pull_policy=args.k8s_image_pull_policy,
+                policy=ResourcePolicy(max_memory=args.k8s_max_memory, max_cpu=args.k8s_max_cpu),
+                via_service=args.k8s_route_via == "service",
+                stop_grace=args.stop_grace,
+                ready_timeout=args.ready_timeout,
+            ),
+            k8s_route_via=args.k8s_route_via,
         ),
         admin_keys=tuple(args.admin_key),
         public_url=args.public_url,

@@ -124,6 +124,14 @@ def _build_isolation(runtime: Runtime, store: Store) -> Callable[[str], BuildIso
     return lambda job: BuildSandbox(sandbox, sandbox.uid_for(store.family_slot(job)))
 
 
+def _runtime_detail(runtime: RuntimeSettings) -> str:
+    if runtime.kind == "docker":
+        return f" (network {runtime.docker_network})"
+    if runtime.kind == "kubernetes":
+        return f" (namespace {runtime.kubernetes.namespace}, registry {runtime.build.registry})"
+    return ""
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -138,7 +146,7 @@ class Platform:
         data = settings.data_dir.resolve()
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
         data.chmod(0o700)  # the platform's alone: its keys, database, repos and artifacts
-        runtime, image_builder = make_runtime(settings.runtime, data)
+        runtime, image_builder = await make_runtime(settings.runtime, data)
         secrets_key = load_or_create_secrets_key(data, settings.secrets_key_file)
         self._store = store = Store(data / "racetrack.db", secrets=SecretBox(secrets_key))
         accounts = Accounts(store, TokenMinter(load_or_create_token_key(data)))
@@ -257,8 +265,7 @@ class Platform:
                 f"  jobs:      {public_url}/pub/job/<job>/<version>/",
                 f"  api:       http://{shown_host}:{api_port}/api/v1/jobs",
                 f"  host key:  {fingerprint}",
-                f"  runtime:   {runtime.name}"
-                + (f" (network {settings.runtime.docker_network})" if image_builder else ""),
+                f"  runtime:   {runtime.name}{_runtime_detail(settings.runtime)}",
                 f"  auth:      {'X-Racetrack-Auth token required' if settings.auth else 'off'}",
             ]
         )

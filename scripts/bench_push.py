@@ -4,7 +4,9 @@ Each sample starts a fresh `racetrack serve` in a new data dir, pushes examples/
 real git over the real ssh, and stops the clock when an HTTP call through the router returns
 the new answer. On the docker runtime the engine's layer cache is whatever earlier builds left
 (the first docker sample of a run is the coldest); containers and images of each sample are
-removed afterwards.
+removed afterwards. On the kubernetes runtime (after scripts/setup-kubernetes) the image is also
+pushed to the cluster's registry and pulled by its kubelet; each sample has a namespace of its
+own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import EXAMPLES, RUNTIME_FLAGS, JobRepo, Server, remove_docker_leftovers
+from tests.harness import EXAMPLES, RUNTIMES, JobRepo, Server, runtime_platform
 
 ANSWER_DEADLINE = 120.0
 
@@ -39,8 +41,7 @@ def push_to_live(server: Server, repo: JobRepo, token: str, want: object) -> flo
 
 
 def sample(runtime: str, workdir: Path) -> tuple[float, float]:
-    server = Server(workdir / "platform", extra_args=RUNTIME_FLAGS[runtime]).start()
-    try:
+    with runtime_platform(runtime, workdir) as server:
         source = workdir / "adder"
         shutil.copytree(EXAMPLES / "adder", source)
         repo = JobRepo(source, "adder")
@@ -56,10 +57,6 @@ def sample(runtime: str, workdir: Path) -> tuple[float, float]:
         repo.commit({"adder.py": code}, "double it")
         change = push_to_live(server, repo, token, 84)
         return first, change
-    finally:
-        server.stop()
-        if runtime == "docker":
-            remove_docker_leftovers(server.data_dir)
 
 
 def cell(values: list[float]) -> str:
@@ -73,29 +70,27 @@ def cell(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="fresh platforms per runtime")
-    parser.add_argument(
-        "--runtime", action="append", choices=sorted(RUNTIME_FLAGS), help="default: both"
-    )
+    parser.add_argument("--runtime", action="append", choices=RUNTIMES, help="default: all three")
     args = parser.parse_args()
-    runtimes = args.runtime or ["local", "docker"]
+    runtimes = args.runtime or list(RUNTIMES)
     results: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r in runtimes}
     for run in range(args.runs):
-        for runtime in runtimes:  # interleaved, so that both see the same machine load
+        for runtime in runtimes:  # interleaved, so that all see the same machine load
             with tempfile.TemporaryDirectory(prefix="racetrack-bench-") as tmp:
                 first, change = sample(runtime, Path(tmp))
             results[runtime][0].append(first)
             results[runtime][1].append(change)
             print(
-                f"run {run + 1} {runtime:<6}: first push {first:.2f}s,"
+                f"run {run + 1} {runtime:<10}: first push {first:.2f}s,"
                 f" code-only change {change:.2f}s",
                 flush=True,
             )
     print()
     print("push-to-live of examples/adder (git push start -> first correct HTTP answer)")
     print(f"median (min-max) of {args.runs} fresh platforms per runtime")
-    print(f"{'runtime':<8}  {'first push':<22}  {'code-only change':<22}")
+    print(f"{'runtime':<10}  {'first push':<22}  {'code-only change':<22}")
     for runtime, (firsts, changes) in results.items():
-        print(f"{runtime:<8}  {cell(firsts):<22}  {cell(changes):<22}")
+        print(f"{runtime:<10}  {cell(firsts):<22}  {cell(changes):<22}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import RUNTIME_FLAGS, JobRepo, Server, python_job, remove_docker_leftovers
+from tests.harness import RUNTIMES, JobRepo, python_job, runtime_platform
 from tests.load import Call, Load, percentile
 
 SETTLE = 1.0  # seconds after a push that still count as part of its swap
@@ -31,9 +31,8 @@ def job_files(n: int) -> dict[str, str]:
 def run(
     runtime: str, redeploys: int, workdir: Path
 ) -> tuple[list[Call], list[tuple[float, float]]]:
-    server = Server(workdir / "platform", extra_args=RUNTIME_FLAGS[runtime]).start()
     windows: list[tuple[float, float]] = []
-    try:
+    with runtime_platform(runtime, workdir) as server:
         repo = JobRepo.create(workdir / "job", "swapper", job_files(0))
         if server.push(repo).returncode != 0:
             raise SystemExit("the first deploy failed")
@@ -54,10 +53,6 @@ def run(
                 while time.monotonic() < steady_until:
                     load.wait_for_calls(1)
         return load.calls, windows
-    finally:
-        server.stop()
-        if runtime == "docker":
-            remove_docker_leftovers(server.data_dir)
 
 
 def row(name: str, calls: list[Call]) -> str:
@@ -72,11 +67,9 @@ def row(name: str, calls: list[Call]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--redeploys", type=int, default=10)
-    parser.add_argument(
-        "--runtime", action="append", choices=sorted(RUNTIME_FLAGS), help="default: both"
-    )
+    parser.add_argument("--runtime", action="append", choices=RUNTIMES, help="default: all three")
     args = parser.parse_args()
-    for runtime in args.runtime or ["local", "docker"]:
+    for runtime in args.runtime or list(RUNTIMES):
         with tempfile.TemporaryDirectory(prefix="racetrack-bench-swap-") as tmp:
             calls, windows = run(runtime, args.redeploys, Path(tmp))
         during = [c for c in calls if any(a <= c.started <= b for a, b in windows)]

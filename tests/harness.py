@@ -5,6 +5,8 @@ Used by the end-to-end tests and by the benchmark scripts under scripts/.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import queue
@@ -16,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +45,82 @@ RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {
         *(("--build-ca-bundle", str(CA_BUNDLE)) if CA_BUNDLE.exists() else ()),
     ),
 }  # fmt: skip
+K8S_KUBECONFIG = Path("/var/lib/racetrack-k8s/admin.kubeconfig")  # where setup-kubernetes puts it
+
+
+def kubernetes_flags() -> tuple[tuple[str, ...] | None, str]:
+    """The `racetrack serve` flags of the cluster scripts/setup-kubernetes runs (its last line
+    of output; quick when the cluster is up), or None and why not."""
+    if os.environ.get("CI") != "true" and not K8S_KUBECONFIG.exists():
+        return None, "no cluster here: run scripts/setup-kubernetes"
+    try:
+        done = subprocess.run(
+            [str(REPO_ROOT / "scripts" / "setup-kubernetes")], capture_output=True, text=True,
+            timeout=1800,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return None, "scripts/setup-kubernetes did not finish within 30 minutes"
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return None, f"scripts/setup-kubernetes failed: {done.stderr[-2000:]}"
+    return tuple(lines[-1].split()), ""
+
+
+def kubectl(flags: tuple[str, ...], *args: str, check: bool = True) -> str:
+    """The cluster's kubectl (built by setup-kubernetes beside its kubeconfig)."""
+    kubeconfig = flags[flags.index("--kubeconfig") + 1]
+    binary = Path(kubeconfig).parent / "bin" / "kubectl"
+    result = subprocess.run(
+        [str(binary), "--kubeconfig", kubeconfig, *args], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@contextmanager
+def kubernetes_namespace(flags: tuple[str, ...], prefix: str = "rt-test") -> Iterator[str]:
+    """A namespace of its own for one platform, deleted afterwards with all it holds."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    kubectl(flags, "create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl(flags, "delete", "namespace", name, "--wait=false", check=False)
+
+
+RUNTIMES = ("local", "docker", "kubernetes")
+
+
+@contextmanager
+def runtime_platform(runtime: str, workdir: Path, *extra: str) -> Iterator[Server]:
+    """A fresh `racetrack serve` on `runtime` (kubernetes: in a namespace of its own), stopped
+    afterwards with what it left on the engine and in the cluster."""
+    with contextlib.ExitStack() as cleanup:
+        if runtime == "kubernetes":
+            found, problem = _cluster_flags()
+            if found is None:
+                raise SystemExit(f"kubernetes: {problem}")
+            namespace = cleanup.enter_context(kubernetes_namespace(found, "rt-bench"))
+            flags: tuple[str, ...] = (
+                *found, "--k8s-namespace", namespace,
+                "--python-base-image", "racetrack/python3-base:bookworm",
+            )  # fmt: skip
+        else:
+            flags = RUNTIME_FLAGS[runtime]
+        server = Server(workdir / "platform", extra_args=(*flags, *extra)).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            if runtime != "local":
+                remove_docker_leftovers(server.data_dir)
+
+
+@functools.cache
+def _cluster_flags() -> tuple[tuple[str, ...] | None, str]:
+    return kubernetes_flags()
 
 
 def make_key(path: Path, comment: str = "tester@example") -> Path:

@@ -122,10 +122,13 @@ class RuntimeEvent:
 class Runtime(Protocol):
     name: str
     artifact_kind: str  # what the buildpacks must build for it: "directory" or "image"
-    # True when an artifact with a fixed port (`Artifact.fixed_port`) holds that port on the
-    # machine itself (docker's host network): a release replacing another of the same job
-    # version cannot start beside it, so the old one is stopped first
-    exclusive_ports: bool
+
+    @property
+    def exclusive_ports(self) -> bool:
+        """True when an artifact with a fixed port (`Artifact.fixed_port`) holds that port on
+        the machine itself (docker's host network): a release replacing another of the same
+        job version cannot start beside it, so the old one is stopped first."""
+        ...
 
     def isolation(self, spec: ReleaseSpec) -> str:
         """One line for the push: how a replica of `spec` is isolated, which limits apply."""

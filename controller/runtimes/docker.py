@@ -541,29 +541,9 @@ class DockerRuntime:
         return True
 
     async def prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
-        return await asyncio.to_thread(self._prune, job, keep, in_use)
-
-    def _prune(self, job: str, keep: int, in_use: set[str]) -> list[str]:
-        """Remove this platform's images of `job` beyond its newest `keep` releases, found by
-        their labels (a tag can be taken over by another platform on the same engine)."""
-        images = self._client.images.list(
-            filters={"label": [f"racetrack.job={job}", f"racetrack.platform={self._platform_id}"]}
+        return await asyncio.to_thread(
+            prune_images, self._client, self._platform_id, job, keep, in_use
         )
-        images.sort(key=lambda image: int(image.labels.get("racetrack.release", "0")), reverse=True)
-        removed: list[str] = []
-        for image in images[keep:]:
-            if image.id in in_use or in_use.intersection(image.tags):
-                continue
-            try:
-                for tag in image.tags:
-                    self._client.images.remove(tag)
-                if not image.tags:
-                    self._client.images.remove(image.id)
-            except docker.errors.APIError as exc:  # e.g. a stopped container still uses it
-                log.info("kept image %s: %s", image.tags or image.id, exc.explanation or exc)
-                continue
-            removed.extend(image.tags or [image.id or ""])
-        return removed
 
     async def close(self) -> None:
         """Containers keep running (the engine owns them); a restarted platform adopts them."""
@@ -575,6 +555,31 @@ class DockerRuntime:
         self._events.close()
         if self._session is not None:
             await self._session.close()
+
+
+def prune_images(
+    client: docker.DockerClient, platform_id: str, job: str, keep: int, in_use: set[str]
+) -> list[str]:
+    """Remove this platform's images of `job` beyond its newest `keep` releases, found by
+    their labels (a tag can be taken over by another platform on the same engine)."""
+    images = client.images.list(
+        filters={"label": [f"racetrack.job={job}", f"racetrack.platform={platform_id}"]}
+    )
+    images.sort(key=lambda image: int(image.labels.get("racetrack.release", "0")), reverse=True)
+    removed: list[str] = []
+    for image in images[keep:]:
+        if image.id in in_use or in_use.intersection(image.tags):
+            continue
+        try:
+            for tag in image.tags:
+                client.images.remove(tag)
+            if not image.tags:
+                client.images.remove(image.id)
+        except docker.errors.APIError as exc:  # e.g. a stopped container still uses it
+            log.info("kept image %s: %s", image.tags or image.id, exc.explanation or exc)
+            continue
+        removed.extend(image.tags or [image.id or ""])
+    return removed
 
 
 def _release_of(container_name: str) -> str:

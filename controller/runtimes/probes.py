@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -53,7 +54,7 @@ async def wait_until_ready(
     ready: Callable[[], Awaitable[bool]],
     failure: Callable[[], Awaitable[ReleaseFailed | None]],
     log_tail: Callable[[], Awaitable[str]],
-    wake: asyncio.Future[object] | None = None,
+    wake: asyncio.Future[Any] | None = None,
 ) -> None:
     """Poll `ready` (with a growing interval) until it is true, `failure` gives a reason, or
     `timeout` passes; `wake` (e.g. the process exiting) cuts a wait short."""
