@@ -367,10 +367,11 @@ class DockerRuntime:
         return list(owned.values())
 
     def _owned_containers(self) -> list[Container]:
+        """This platform's replicas (labelled `racetrack.instance`): never the containers of
+        an image build under way, which carry the image's labels but are the builder's."""
+        labels = [f"racetrack.platform={self._platform_id}", "racetrack.instance"]
         return list(
-            self._client.containers.list(
-                all=True, filters={"label": f"racetrack.platform={self._platform_id}"}
-            )
+            self._client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
         )
 
     def events(self) -> AsyncIterator[RuntimeEvent]:
@@ -390,7 +391,8 @@ class DockerRuntime:
             name = container.name or ""
             release = container.labels.get("racetrack.release-name") or _release_of(name)
             if release not in keep:
-                container.remove(force=True)
+                with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile: as good
+                    container.remove(force=True)
                 changes.append(f"removed {name}: it served no release")
             else:
                 present.add(name)

@@ -53,6 +53,7 @@ IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "E
 CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 WATCH_SECONDS = 60  # a watch is renewed this often (the API ends it anyway)
 WATCH_RETRY = 1.0
+WATCH_RETRY_MAX = 30.0
 STOP_EXTRA = 30.0  # beyond the grace, how long stopping waits for pods to go
 FAILURE_TAIL_LINES = 5
 KINDS = ("deployments", "services", "secrets")
@@ -141,11 +142,13 @@ class KubernetesRuntime:
         """List the platform's pods, then watch them from that list's version; again when a
         watch ends or fails."""
         selector = f"racetrack.platform={self._platform_id}"
+        retry = WATCH_RETRY
         while True:
             try:
                 listing = await self._call(
                     self._core.list_namespaced_pod, self._namespace, label_selector=selector
                 )
+                retry = WATCH_RETRY
                 fresh: dict[str, dict[str, dict[str, Any]]] = {}
                 for pod in listing.get("items", []):
                     release = pod["metadata"].get("labels", {}).get("racetrack.release-name", "")
@@ -167,8 +170,10 @@ class KubernetesRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the API went away, or the watch expired: list again
-                log.info("pod watch ended (%s); listing again", exc)
-                await asyncio.sleep(WATCH_RETRY)
+                # (what the watch saw last stays: the routes do not change while it is away)
+                log.info("pod watch ended (%s); listing again in %.0fs", exc, retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, WATCH_RETRY_MAX)
 
     def _on_pod_event(self, event: dict[str, Any]) -> None:
         kind, pod = event.get("type"), event.get("object") or {}

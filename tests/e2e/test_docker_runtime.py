@@ -256,7 +256,8 @@ def test_a_container_removed_by_hand_is_started_again_and_calls_go_around_it(
     files["job.yaml"] += "replicas: 2\n"
     repo = JobRepo.create(workdir / "job", job_name, files)
     assert dserver.push(repo).returncode == 0
-    removed = min(containers_of(job_name), key=lambda c: c["Name"])
+    replicas = [c for c in containers_of(job_name) if "racetrack.instance" in c["Config"]["Labels"]]
+    removed = min(replicas, key=lambda c: c["Name"])
     docker("rm", "-f", removed["Id"])
     statuses: list[int] = []
 
@@ -462,7 +463,8 @@ def test_a_killed_platform_adopts_its_containers_and_removes_strays(tmp_path, wo
         stray = f"{release_name(job_name, '0.0.9', 99)}-0"
         docker(
             "run", "-d", "--name", stray, "--label", f"racetrack.platform={identity}",
-            "--label", f"racetrack.job={job_name}", BASE_IMAGE, "sleep", "600",
+            "--label", f"racetrack.job={job_name}", "--label", "racetrack.instance=0",
+            BASE_IMAGE, "sleep", "600",
         )  # fmt: skip
 
         platform.stop(signal.SIGKILL)

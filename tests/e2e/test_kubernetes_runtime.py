@@ -8,10 +8,13 @@ In CI (CI=true) a missing cluster fails these tests; elsewhere they are skipped 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -418,3 +421,74 @@ def test_the_platforms_own_manifests_are_admitted_by_the_api_server(namespace, t
         assert f"{kind} created (server dry run)" in applied, applied
     namespace_doc = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "namespace.yaml"
     assert "namespace/racetrack" in kubectl("apply", "--dry-run=server", "-f", str(namespace_doc))
+
+
+class Forwarder:
+    """A TCP relay to the API server that the test can cut: the cluster becomes unreachable
+    for the platform while its pods, and the router's calls to them, go on."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        self._listener.close()
+        for connection in self._open:
+            with contextlib.suppress(OSError):
+                connection.close()
+
+
+def test_a_cluster_unreachable_at_deploy_time_rejects_the_push_and_the_job_keeps_serving(
+    tmp_path, namespace, workdir, job_name
+):
+    relay = Forwarder(("127.0.0.1", 6443))
+    kubeconfig = Path(KUBECONFIG).read_text()
+    relayed = kubeconfig.replace("https://127.0.0.1:6443", f"https://127.0.0.1:{relay.port}")
+    (tmp_path / "relayed.kubeconfig").write_text(relayed)
+    flags = list(FLAGS)
+    flags[flags.index("--kubeconfig") + 1] = str(tmp_path / "relayed.kubeconfig")
+    server = Server(
+        tmp_path / "platform",
+        extra_args=(*flags, "--k8s-namespace", namespace, "--python-base-image", BASE_IMAGE),
+    ).start()
+    try:
+        repo = JobRepo.create(
+            workdir / "job", job_name, python_job(job_name, "return 'up'", signature="")
+        )
+        assert server.push(repo).returncode == 0
+        token = server.token()
+        relay.cut()
+        repo.commit(python_job(job_name, "return 'new'", signature=""))
+        pushed = server.push(repo)
+        assert pushed.returncode != 0
+        assert f"the cluster at https://127.0.0.1:{relay.port} does not answer" in pushed.stderr
+        assert server.call(job_name, "latest", payload={}, token=token) == (200, "up")
+        listed = server.ssh("jobs:list")
+        assert listed.returncode == 0 and "running" in listed.stdout
+    finally:
+        server.stop()
