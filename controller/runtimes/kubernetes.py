@@ -51,6 +51,7 @@ log = logging.getLogger("racetrack.runtime.kubernetes")
 
 IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+CONFIG_ERROR_GRACE = 15.0  # seconds such a reason may last before it fails the release
 WATCH_SECONDS = 60  # a watch is renewed this often (the API ends it anyway)
 WATCH_RETRY = 1.0
 WATCH_RETRY_MAX = 30.0
@@ -77,6 +78,8 @@ class KubernetesRelease:
     image: str
     runtime: KubernetesRuntime
     stopped: bool = False
+    # pod → when it was first seen with a container config error (see _container_failure)
+    config_errors: dict[str, float] = field(default_factory=dict)
 
     def replicas(self) -> list[Replica]:
         pods = self.runtime.pods_of(self.spec.name)
@@ -474,7 +477,16 @@ class KubernetesRuntime:
                 f"{pod} cannot pull its image {container.get('image')}: {reason} {message}".strip(),
             )
         if reason in CONFIG_REASONS:
-            return ReleaseFailed(FailureReason.START_FAILED, f"{pod}: {reason} {message}".strip())
+            # the kubelet reports these while its caches catch up with a new Secret ("failed to
+            # sync secret cache"): a failure only when it lasts
+            now = asyncio.get_running_loop().time()
+            since = release.config_errors.setdefault(pod, now)
+            if now - since >= CONFIG_ERROR_GRACE:
+                return ReleaseFailed(
+                    FailureReason.START_FAILED, f"{pod}: {reason} {message}".strip()
+                )
+            return None
+        release.config_errors.pop(pod, None)
         terminated = state.get("terminated") or last.get("terminated")
         if terminated is None and container.get("restartCount", 0) == 0:
             return None
