@@ -23,7 +23,9 @@ CONTAINER = "job"
 CONTAINER_PORT = 7000  # where a job listens in its pod, unless its image fixes a port
 SERVICE_PORT = 80
 JOB_UID = 65532  # any uid but root: images are world-readable, and the job owns nothing else
-STARTUP_PERIOD = 2  # seconds between startup probes
+STARTUP_PERIOD = (
+    1  # seconds between startup probes (a pod is ready at best one period after it starts)
+)
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -161,7 +163,7 @@ def deployment(
             artifact.probe, port, "/live", periodSeconds=10, failureThreshold=3
         ),
         "readinessProbe": _probe(
-            artifact.probe, port, "/ready", periodSeconds=2, failureThreshold=2
+            artifact.probe, port, "/ready", periodSeconds=1, failureThreshold=2
         ),
         "securityContext": {
             "runAsNonRoot": True,

@@ -35,6 +35,7 @@ from tests.harness import (
     kubernetes_flags,
     kubernetes_namespace,
     python_job,
+    remove_docker_leftovers,
     wait_for,
 )
 from tests.harness import kubectl as cluster_kubectl
@@ -93,6 +94,7 @@ def kserver(tmp_path_factory: pytest.TempPathFactory, namespace: str) -> Iterato
     running = platform(tmp_path_factory.mktemp("racetrack-k8s"), namespace).start()
     yield running
     running.stop()
+    remove_docker_leftovers(running.data_dir)  # the build engine's copies of its images
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +328,7 @@ def test_a_killed_platform_adopts_its_release_and_reconcile_removes_an_orphan(
         )
     finally:
         server.stop()
+        remove_docker_leftovers(server.data_dir)
 
 
 def test_an_unreachable_cluster_stops_the_start_with_the_reason(tmp_path):
@@ -492,3 +495,4 @@ def test_a_cluster_unreachable_at_deploy_time_rejects_the_push_and_the_job_keeps
         assert listed.returncode == 0 and "running" in listed.stdout
     finally:
         server.stop()
+        remove_docker_leftovers(server.data_dir)
