@@ -197,16 +197,27 @@ def find_manifest(root: Path, job: str) -> Path:
     raise ManifestError([f"no {MANIFEST_NAME} with name {job!r} in this commit (found: {found})"])
 
 
-def _job_dir(root: Path, path: Path, manifest: Manifest) -> Path:
-    """The manifest's directory, or `git.directory` (relative to the repository's root)."""
+def _job_dir(root: Path, path: Path, manifest: Manifest) -> tuple[Path, list[str]]:
+    """The job's directory and what to say about it: `git.directory` (relative to the
+    repository's root) when this commit has it; when it has not, the manifest's own directory
+    (Racetrack's samples name their place in Racetrack's repository, `sample/<x>`, which a job
+    pushed on its own, or a monorepo of jobs at its root, does not have). A `git.directory`
+    that leads out of the repository, or names something that is not a directory, is refused."""
     if manifest.git is None or manifest.git.directory in (".", ""):
-        return path.parent
-    job_dir = root / manifest.git.directory
-    if not is_inside(root, job_dir) or not job_dir.is_dir():
-        raise ManifestError(
-            [f"git.directory: {manifest.git.directory!r} is not a directory in this commit"]
-        )
-    return job_dir
+        return path.parent, []
+    directory = manifest.git.directory
+    job_dir = root / directory
+    if not is_inside(root, job_dir):
+        raise ManifestError([f"git.directory: {directory!r} leads out of the repository"])
+    if job_dir.is_dir():
+        return job_dir, []
+    if os.path.lexists(job_dir):
+        raise ManifestError([f"git.directory: {directory!r} is not a directory in this commit"])
+    fallback = path.parent.relative_to(root).as_posix()
+    return path.parent, [
+        f"git.directory {directory!r} is not in this commit: the job is the directory of its"
+        f" {MANIFEST_NAME} ({fallback + '/' if fallback != '.' else 'the repository root'})"
+    ]
 
 
 def load_job_source(root: Path, job: str) -> JobSource:
@@ -215,7 +226,7 @@ def load_job_source(root: Path, job: str) -> JobSource:
     BuildFailed for a secret env file that cannot be read."""
     path = find_manifest(root, job)
     manifest, warnings = parse_manifest_with_warnings(_read_data(root, path), expected_name=job)
-    job_dir = _job_dir(root, path, manifest)
+    job_dir, placement = _job_dir(root, path, manifest)
     secret_build_env = secret_runtime_env = None
     if manifest.secret_build_env_file:
         secret_build_env = read_secret_env_file(
@@ -229,7 +240,7 @@ def load_job_source(root: Path, job: str) -> JobSource:
         manifest=manifest,
         job_dir=job_dir,
         manifest_path=path,
-        warnings=tuple(f"{_shown(root, path)}: {warning}" for warning in warnings),
+        warnings=tuple(f"{_shown(root, path)}: {warning}" for warning in [*warnings, *placement]),
         secret_build_env=secret_build_env,
         secret_runtime_env=secret_runtime_env,
     )

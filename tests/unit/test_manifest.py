@@ -398,3 +398,48 @@ def test_reserved_names_in_a_committed_secret_env_file_are_refused(tmp_path):
         "secret_runtime_env_file: line 2 of 'secrets.env': LD_PRELOAD is reserved: the platform"
         " sets it, or it changes what code a process loads"
     )
+
+
+SAMPLE = (
+    MANIFEST
+    + "git:\n  remote: https://github.com/TheRacetrack/racetrack\n  directory: {directory}\n"
+)
+
+
+def test_a_git_directory_this_commit_lacks_falls_back_to_the_manifests_directory(tmp_path):
+    # a Racetrack sample pushed as its own repository
+    write(tmp_path / "alone", {"job.yaml": SAMPLE.format(name="adder", directory="sample/adder")})
+    source = load_job_source(tmp_path / "alone", "adder")
+    assert source.job_dir == tmp_path / "alone"
+    assert source.warnings == (
+        "job.yaml: git.directory 'sample/adder' is not in this commit: the job is the directory"
+        " of its job.yaml (the repository root)",
+    )
+    # the samples at the root of a monorepo
+    write(
+        tmp_path / "mono", {"adder/job.yaml": SAMPLE.format(name="adder", directory="sample/adder")}
+    )
+    source = load_job_source(tmp_path / "mono", "adder")
+    assert source.job_dir == tmp_path / "mono" / "adder"
+    assert source.warnings[0].endswith("the job is the directory of its job.yaml (adder/)")
+
+
+def test_a_git_directory_this_commit_has_wins_and_one_that_escapes_is_refused(tmp_path):
+    # Racetrack's own layout: the manifest in sample/adder, git.directory naming it
+    files = {"sample/adder/job.yaml": SAMPLE.format(name="adder", directory="sample/adder")}
+    write(tmp_path / "racetrack", files)
+    source = load_job_source(tmp_path / "racetrack", "adder")
+    assert source.job_dir == tmp_path / "racetrack" / "sample" / "adder" and not source.warnings
+    # the code elsewhere than the manifest
+    write(tmp_path / "split", {"job.yaml": SAMPLE.format(name="adder", directory="code"),
+                               "code/e.py": ""})  # fmt: skip
+    assert load_job_source(tmp_path / "split", "adder").job_dir == tmp_path / "split" / "code"
+    write(tmp_path / "out", {"job.yaml": SAMPLE.format(name="adder", directory="../../etc")})
+    with pytest.raises(
+        ManifestError, match=r"git.directory: '\.\./\.\./etc' is not a relative path"
+    ):
+        load_job_source(tmp_path / "out", "adder")
+    write(tmp_path / "file", {"job.yaml": SAMPLE.format(name="adder", directory="e.py"),
+                              "e.py": ""})  # fmt: skip
+    with pytest.raises(ManifestError, match=r"git.directory: 'e.py' is not a directory"):
+        load_job_source(tmp_path / "file", "adder")

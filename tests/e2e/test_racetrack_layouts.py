@@ -1,0 +1,56 @@
+"""Racetrack's jobs in every layout they come in (the fixtures have the shape of Racetrack's
+own sample/ jobs: a manifest whose git.directory names its place in Racetrack's repository)."""
+
+from pathlib import Path
+
+from tests.harness import REPO_ROOT, JobRepo
+
+LAYOUT = REPO_ROOT / "tests" / "fixtures" / "racetrack-layout"
+
+
+def fixture_files(job: str, prefix: str = "") -> dict[str, str]:
+    folder = LAYOUT / job
+    return {f"{prefix}{p.relative_to(folder).as_posix()}": p.read_text() for p in folder.iterdir()}
+
+
+def fallback_line(where: str, manifest: str = "job.yaml") -> str:
+    return (
+        f"{manifest}: git.directory 'sample/{{job}}' is not in this commit: the job is the"
+        f" directory of its job.yaml ({where})"
+    )
+
+
+def test_a_sample_pushed_as_its_own_repository_deploys_from_its_root(server, token, workdir):
+    repo = JobRepo.create(workdir / "alone", "python-class", fixture_files("python-class"))
+    pushed = server.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    line = fallback_line("the repository root").format(job="python-class")
+    assert f"remote: Warning: {line}" in pushed.stderr
+    assert server.call("python-class", "latest", payload={"numbers": [40, 2]}, token=token) == (
+        200,
+        42,
+    )
+
+
+def test_samples_at_the_root_of_a_monorepo_deploy_from_their_folders(server, token, workdir):
+    files = {**fixture_files("python-class", "python-class/"),
+             **fixture_files("python-greeter", "python-greeter/")}  # fmt: skip
+    repo = JobRepo.create(workdir / "mono", "python-greeter", files)
+    pushed = server.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    line = fallback_line("python-greeter/", "python-greeter/job.yaml")
+    assert line.format(job="python-greeter") in pushed.stderr
+    assert server.call("python-greeter", "latest", payload={"name": "racetrack"}, token=token) == (
+        200,
+        "hello racetrack",
+    )
+
+
+def test_racetracks_own_layout_still_deploys_without_a_note(server, token, workdir):
+    files = fixture_files("python-greeter", "sample/python-greeter/")
+    files["README.md"] = "Racetrack's repository, in miniature\n"
+    repo = JobRepo.create(Path(workdir) / "racetrack", "python-greeter", files)
+    pushed = server.push(repo, "+main")  # a history of its own over the monorepo test's
+    assert pushed.returncode == 0, pushed.stderr
+    assert "is not in this commit" not in pushed.stderr
+    assert server.call("python-greeter", "latest", payload={}, token=token) == (200, "hello world")
