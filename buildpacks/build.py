@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from buildpacks.failures import Cause, plain, shorten
 from buildpacks.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -288,19 +289,21 @@ def run_logged(
         if cancelled is not None:
             threading.Thread(target=_kill_when, args=(cancelled, process), daemon=True).start()
         tail: list[str] = []
+        found = Cause()
         for line in process.stdout:
-            line = line.rstrip("\n")
+            line = plain(line.rstrip("\n"))
             progress(f"  {line}")
             tail = [*tail[-4:], line]
+            found.feed(line)
         status = process.wait()
     if cancelled is not None and cancelled.is_set():
         raise BuildFailed(f"{what} was cancelled")
     if status != 0:
         if any(NO_SPACE in line for line in tail):
             raise BuildFailed(f"no space left on device while running {what}")
-        last = next((line for line in reversed(tail) if line.strip()), "")
+        why = found.reason() or next((line for line in reversed(tail) if line.strip()), "")
         raise BuildFailed(
-            f"{what} failed with exit status {status}" + (f": {last}" if last else "")
+            shorten(f"{what} failed with exit status {status}" + (f": {why}" if why else ""))
         )
 
 

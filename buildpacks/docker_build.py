@@ -31,6 +31,7 @@ import docker
 import docker.errors
 
 from buildpacks.build import BuildFailed, BuildRequest, ImageArtifact, Progress, SecretMask
+from buildpacks.failures import Cause, plain, shorten
 
 IMAGE_REPOSITORY = "racetrack-job"
 BUILD_STAGE_LABEL = "racetrack.build-stage"
@@ -43,6 +44,7 @@ _BUILDER_NOISE = re.compile(
 )
 _LAYER_LINE = re.compile(r"^ ---> ([0-9a-f]{12})$")
 _STEP_CONTAINER_LINE = re.compile(r"^ ---> Running in ([0-9a-f]{12})$")
+_STEP_LINE = re.compile(r"^Step \d+/\d+ : ")
 
 
 @dataclass(frozen=True)
@@ -285,9 +287,15 @@ class ImageBuilder:
         pending = ""
         last_layer = ""
 
+        found = Cause()
+        current_step = ""
+
         def emit(line: str) -> None:
-            nonlocal last_layer
-            line = mask(line.rstrip())
+            nonlocal last_layer, current_step
+            line = mask(plain(line.rstrip()))
+            if _STEP_LINE.match(line):
+                current_step = line
+            found.feed(line)
             layer = _LAYER_LINE.match(line)
             if layer:
                 last_layer = layer.group(1)
@@ -314,7 +322,9 @@ class ImageBuilder:
                 elif "error" in chunk:
                     emit(pending)
                     error = mask(" ".join(str(chunk["error"]).split()))
-                    raise failed(f"docker build failed: {error}; last lines: {' | '.join(tail)}")
+                    why = found.reason() or error
+                    where = f" (at {current_step})" if current_step else ""
+                    raise failed(shorten(f"docker build failed: {why}{where}"))
                 elif "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
         except docker.errors.APIError as exc:

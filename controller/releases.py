@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buildpacks.build import Artifact
+from buildpacks.failures import plain
 from buildpacks.manifest import Manifest
 from buildpacks.source import JobSource
 from controller.build_step import BuildStep
@@ -60,6 +61,7 @@ class BuildLog:
     _dropped: int = 0
 
     def __call__(self, line: str) -> None:
+        line = plain(line)  # no terminal codes reach a pusher's screen, nor the stored log
         self.forward(line)
         size = len(line) + 1
         if self._head_bytes + size <= MAX_HEAD_BYTES and not self.tail:

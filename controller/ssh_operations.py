@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from buildpacks.failures import shorten
 from controller.commands import run_command
 from controller.errors import DeployFailed
 from controller.permissions import (
@@ -125,7 +126,7 @@ class SshOperations:
                 # the grace for a retry runs from the failure
                 store.claim_family(job, identity.name, until=_later(services.claim_grace))
             store.audit(identity.subject, "deploy:failed", job, f"{commit[:12]}: {exc}")
-            raise DeployRejected(str(exc)) from None
+            raise DeployRejected(shorten(str(exc))) from None  # whole: builds:log
         held = store.family(job)
         if held is not None and held.claimed_until is not None:
             store.confirm_family(job)

@@ -205,6 +205,25 @@ def test_requirements_are_installed_into_the_release(server, token, workdir, job
     assert server.call(job_name, "latest", payload={}, token=token) == (200, "code only")
 
 
+def test_a_failed_install_is_rejected_with_its_first_error_in_one_short_line(
+    server, workdir, job_name
+):
+    files = python_job(job_name)
+    files["job.yaml"] += "  requirements_path: requirements.txt\n"
+    files["requirements.txt"] = "racetrack-no-such-package-xyz==1.0\n"
+    repo = JobRepo.create(workdir / "job", job_name, files)
+    pushed = server.push(repo)
+    assert pushed.returncode != 0
+    (rejection,) = [line for line in pushed.stdout.splitlines() if "[remote rejected]" in line]
+    reason = rejection.split("(", 1)[1]
+    assert reason.startswith(
+        "build failed: pip install failed with exit status 1: ERROR: Could not find a version"
+        " that satisfies the requirement racetrack-no-such-package-xyz==1.0"
+    ), reason
+    assert len(reason) <= 310 and "originates from a subprocess" not in reason
+    assert "\x1b" not in pushed.stderr + pushed.stdout
+
+
 def test_a_cached_environment_serves_one_family_and_follows_included_files(
     server, token, workdir, job_name
 ):

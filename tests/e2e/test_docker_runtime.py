@@ -376,7 +376,10 @@ def test_missing_requirement_is_rejected_naming_it(dserver, workdir, job_name):
     repo = JobRepo.create(workdir / "job", job_name, files)
     pushed = dserver.push(repo)
     assert pushed.returncode != 0
-    assert "No matching distribution found for racetrack-no-such-package-xyz==1.0" in pushed.stdout
+    assert (
+        "docker build failed: ERROR: Could not find a version that satisfies the requirement"
+        " racetrack-no-such-package-xyz==1.0"
+    ) in pushed.stdout
 
 
 def test_container_exiting_at_start_is_rejected_and_removed(dserver, workdir, job_name):
