@@ -14,7 +14,7 @@ from router.versions import SemVer
 class JobRow:
     name: str
     version: str
-    status: str  # running, degraded (n/m up), restarting, down, deploying, failed
+    status: str  # running, degraded (n/m up), restarting, down, deploying, failed, deleted
     release: str
     url: str | None
     commit: str
@@ -42,7 +42,11 @@ def _row(release: Release, status: str, url: str | None, restarts: int = 0) -> J
     )
 
 
-async def list_jobs(store: Store, releases: Releases) -> list[JobRow]:
+async def list_jobs(
+    store: Store, releases: Releases, *, include_deleted: bool = False
+) -> list[JobRow]:
+    """One row per job version; versions removed with `jobs:delete` only with
+    `include_deleted` (status `deleted`)."""
     latest: dict[tuple[str, str | None], Release] = {}
     serving: dict[tuple[str, str | None], Release] = {}
     for release in store.releases():  # ordered by job, number
@@ -68,6 +72,9 @@ async def list_jobs(store: Store, releases: Releases) -> list[JobRow]:
                 rows.append(_row(current, live.state, url, restarts))
         elif last.status == ReleaseStatus.DEPLOYING:
             rows.append(_row(last, "deploying", None))
+        elif last.status == ReleaseStatus.DELETED:
+            if include_deleted:
+                rows.append(_row(last, "deleted", None))
         else:
             rows.append(_row(last, "failed", None))
 

@@ -56,12 +56,20 @@ def releases_of(ctx: CommandContext, job: str) -> list[Release]:
     return releases
 
 
-@command("jobs:list", "list job versions: status, release, restarts, URL", json_flag)
+def _list_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--all", action="store_true", help="also the versions removed with jobs:delete"
+    )
+    json_flag(parser)
+
+
+@command("jobs:list", "list job versions: status, release, restarts, URL", _list_args)
 async def _jobs_list(ctx: CommandContext, args: argparse.Namespace) -> Result:
     permissions = ctx.services.permissions
+    services = ctx.services
     rows = [
         row
-        for row in await list_jobs(ctx.services.store, ctx.services.releases)
+        for row in await list_jobs(services.store, services.releases, include_deleted=args.all)
         if permissions.allowed(ctx.who, READ_JOB, row.name, row.version)
     ]
     text = "No jobs yet. Push one: git push racetrack main\n"

@@ -77,6 +77,10 @@ def test_jobs_info_restart_scale_delete(server, token, workdir, job_name):
     assert deleted.returncode == 0, deleted.stderr
     assert server.call(job_name, "1.0.0", payload={"numbers": [1]}, token=token)[0] == 404
     assert releases(server, job_name)[0]["status"] == "deleted"
+    listed = json.loads(server.ssh("jobs:list", "--json").stdout)
+    assert job_name not in {row["name"] for row in listed}, "deleted versions are not listed"
+    everything = json.loads(server.ssh("jobs:list", "--all", "--json").stdout)
+    assert [row["status"] for row in everything if row["name"] == job_name] == ["deleted"]
     again = server.ssh("jobs:delete", job_name, "1.0.0")
     assert (again.returncode, again.stderr) == (1, f"racetrack: {job_name} 1.0.0 is not running\n")
 

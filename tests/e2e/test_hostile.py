@@ -80,20 +80,20 @@ def test_failed_logins_are_limited_per_connection_and_slowed_down(tmp_path, work
 
 def test_one_address_cannot_hold_many_unauthenticated_connections(tmp_path):
     gate = Server(tmp_path / "gate").start()
-    idle: list[socket.socket] = []
     try:
-        for _ in range(20):  # the limit: connections that never authenticate
-            idle.append(socket.create_connection(("127.0.0.1", gate.ssh_port), timeout=30))
-            assert idle[-1].recv(64).startswith(b"SSH-2.0-Racetrack"), "accepted"
-        refused = gate.ssh("help")
-        assert refused.returncode == 255
-        assert "too many unauthenticated connections" in gate.log_path.read_text()
-    finally:
-        for connection in idle:
-            connection.close()
-    try:
+        idle: list[socket.socket] = []
+        try:
+            for _ in range(20):  # the limit: connections that never authenticate
+                idle.append(socket.create_connection(("127.0.0.1", gate.ssh_port), timeout=30))
+                assert idle[-1].recv(64).startswith(b"SSH-2.0-Racetrack"), "accepted"
+            refused = gate.ssh("help")
+            assert refused.returncode == 255
+            assert "too many unauthenticated connections" in gate.log_path.read_text()
+        finally:
+            for connection in idle:
+                connection.close()
         wait_for(lambda: gate.ssh("help").returncode == 0, "the idle connections to be gone")
-    finally:
+    finally:  # a failed assertion must not leave the server running
         gate.stop()
 
 

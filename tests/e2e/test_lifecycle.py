@@ -12,20 +12,21 @@ from tests.harness import REPO_ROOT, JobRepo, Server, job_processes, python_job,
 
 def test_sigterm_stops_everything_and_a_restart_serves_again(tmp_path):
     platform = Server(tmp_path / "platform").start()
-    repo = JobRepo.create(
-        tmp_path / "job", "survivor", python_job("survivor", extra_manifest="replicas: 2\n")
-    )
-    assert platform.push(repo).returncode == 0
-    token = platform.token()
-    assert platform.call("survivor", "latest", payload={"numbers": [2, 3]}, token=token) == (200, 5)
-    assert len(job_processes(platform.data_dir)) == 2
+    try:  # stopped whatever fails (stop() of a stopped server returns at once)
+        repo = JobRepo.create(
+            tmp_path / "job", "survivor", python_job("survivor", extra_manifest="replicas: 2\n")
+        )
+        assert platform.push(repo).returncode == 0
+        token = platform.token()
+        called = platform.call("survivor", "latest", payload={"numbers": [2, 3]}, token=token)
+        assert called == (200, 5)
+        assert len(job_processes(platform.data_dir)) == 2
 
-    assert platform.stop(signal.SIGTERM) == 0
-    assert job_processes(platform.data_dir) == []
-    assert "shutting down" in platform.log_path.read_text()
+        assert platform.stop(signal.SIGTERM) == 0
+        assert job_processes(platform.data_dir) == []
+        assert "shutting down" in platform.log_path.read_text()
 
-    platform.start()  # same data dir: same host key, same users, same jobs
-    try:
+        platform.start()  # same data dir: same host key, same users, same jobs
         wait_for(  # job versions come back in the background, each routed when ready
             lambda: (
                 platform.call("survivor", "latest", payload={"numbers": [2, 3]}, token=token)
