@@ -32,6 +32,7 @@ import docker.errors
 
 from buildpacks.build import BuildFailed, BuildRequest, ImageArtifact, Progress, SecretMask
 from buildpacks.failures import Cause, plain, shorten
+from buildpacks.names import safe_name
 
 IMAGE_REPOSITORY = "racetrack-job"
 BUILD_STAGE_LABEL = "racetrack.build-stage"
@@ -66,8 +67,11 @@ def docker_safe(text: str) -> str:
 
 
 def image_tag(request: BuildRequest) -> str:
+    """`racetrack-job/<job>:<version>-r<release>-<commit12>`; a job name with capitals, '_'
+    or '.' (repositories are lowercase) through `safe_name`, the one mapping of names."""
     version = docker_safe(request.version)
-    return f"{IMAGE_REPOSITORY}/{request.job}:{version}-r{request.release}-{request.commit[:12]}"
+    repository = f"{IMAGE_REPOSITORY}/{safe_name(request.job)}"
+    return f"{repository}:{version}-r{request.release}-{request.commit[:12]}"
 
 
 def image_labels(request: BuildRequest, platform_id: str) -> dict[str, str]:

@@ -12,7 +12,13 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-JOB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+# Racetrack's job names: letters (either case), digits, '-', '_' and '.', starting with a letter
+# or digit, 1-63 characters; never `..`, never ending in `.git` (that is the repository's suffix)
+JOB_NAME_RE = re.compile(r"^(?!.*\.\.)(?!.*\.git$)[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+JOB_NAME_RULE = (
+    "letters, digits, '-', '_' and '.', 1-63 characters, starting with a letter or digit,"
+    " without '..'"
+)
 # semver.org's official pattern: MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]
 SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -271,7 +277,7 @@ class Manifest(_Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         if not JOB_NAME_RE.fullmatch(value):
-            raise ValueError("is not a job name (lowercase letters, digits and '-', 1-63 chars)")
+            raise ValueError(f"is not a job name ({JOB_NAME_RULE})")
         return value
 
     @field_validator("jobtype")

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 # The same rule as job.yaml's `name` (buildpacks.manifest); kept here because the receiver must
 # refuse a bad repository name before it touches the disk, and leaves do not import each other.
-JOB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+# Racetrack's job names: letters (either case), digits, '-', '_' and '.', starting with a letter
+# or digit, 1-63 characters; never `..`, never ending in `.git` (that is the repository's suffix)
+JOB_NAME_RE = re.compile(r"^(?!.*\.\.)(?!.*\.git$)[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+JOB_NAME_RULE = (
+    "letters, digits, '-', '_' and '.', 1-63 characters, starting with a letter or digit,"
+    " without '..'"
+)
 GIT_SERVICES = ("git-receive-pack", "git-upload-pack")
 MAX_COMMAND_LENGTH = 4096
 
@@ -38,10 +44,7 @@ def job_from_repo_path(path: str) -> str:
     if name.endswith(".git"):
         name = name[: -len(".git")]
     if not JOB_NAME_RE.fullmatch(name):
-        raise CommandError(
-            f"{path!r} is not a job repository: names are lowercase letters, digits and '-',"
-            " starting with a letter, at most 63 characters"
-        )
+        raise CommandError(f"{path!r} is not a job repository: names are {JOB_NAME_RULE}")
     return name
 
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 import re
 
-from buildpacks.manifest import ENV_NAME_RE, JOB_NAME_RE, MAX_REPLICAS, SEMVER_RE, reserved_env
+from buildpacks.manifest import (
+    ENV_NAME_RE,
+    JOB_NAME_RE,
+    JOB_NAME_RULE,
+    MAX_REPLICAS,
+    SEMVER_RE,
+    reserved_env,
+)
 
 USER_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 MAX_CONFIG_VALUE = 64 * 1024
@@ -19,8 +26,7 @@ def _printable(text: str) -> str:
 def job_name(text: str) -> str:
     if not JOB_NAME_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(
-            f"{_printable(text)!r} is not a job name (lowercase letters, digits and '-',"
-            " starting with a letter, at most 63 characters)"
+            f"{_printable(text)!r} is not a job name ({JOB_NAME_RULE})"
         )
     return text
 

@@ -89,7 +89,7 @@ def label_value(text: str) -> str:
 def labels(spec: ReleaseSpec, platform_id: str) -> dict[str, str]:
     return {
         "racetrack.platform": platform_id,
-        "racetrack.job": spec.job,
+        "racetrack.job": label_value(spec.job),  # the release-name label is the exact one
         "racetrack.version": label_value(spec.version),
         "racetrack.release": str(spec.release),
         "racetrack.release-name": spec.name,

@@ -8,37 +8,24 @@ hostname, a Kubernetes object name and a Service name alike.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
-MAX_NAME = 63  # a DNS-1123 label
+from buildpacks.names import MAX_NAME, safe_name
+
+__all__ = ["MAX_NAME", "release_name", "replica_name", "safe_name"]
+
 _SIMPLE_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_UNSAFE = re.compile(r"[^a-z0-9-]+")
-_LABEL = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
-_HASH_LENGTH = 8
+_DNS_JOB = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
 # room kept for the replica suffix (`-<index>`) after a release's name
 _REPLICA_ROOM = 5
 
 
-def safe_name(text: str, limit: int = MAX_NAME) -> str:
-    """`text` as a DNS-1123 label of at most `limit` characters. Text that is already one is
-    kept as it is; any change, and any shortening, appends a hash of the original, so that
-    two different texts never share a name."""
-    if _LABEL.fullmatch(text) and len(text) <= limit:
-        return text
-    cleaned = _UNSAFE.sub("-", text.lower()).strip("-") or "x"
-    if not cleaned[0].isalpha():
-        cleaned = f"x-{cleaned}"
-    digest = hashlib.sha256(text.encode()).hexdigest()[:_HASH_LENGTH]
-    return f"{cleaned[: limit - _HASH_LENGTH - 1].rstrip('-')}-{digest}"
-
-
 def release_name(job: str, version: str, number: int) -> str:
     """`rt-<job>-<version>-r<number>`: the name of everything that runs release `number` of
-    `job` `version`. Job names are DNS-1123 already; a version of digits and dots keeps its
-    digits (`1.0.0` → `1-0-0`: a semantic version has exactly three of them, so nothing is
-    ambiguous), anything else in it is hashed in."""
-    if _SIMPLE_VERSION.fullmatch(version):
+    `job` `version`. A lowercase job name and a version of digits and dots are kept
+    (`1.0.0` → `1-0-0`: a semantic version has exactly three numbers, so nothing is ambiguous);
+    anything else (capitals, '_', '.', a pre-release) goes through `safe_name`, hashed in."""
+    if _SIMPLE_VERSION.fullmatch(version) and _DNS_JOB.fullmatch(job):
         shown = version.replace(".", "-")
         name = f"rt-{job}-{shown}-r{number}"
         if len(name) <= MAX_NAME - _REPLICA_ROOM:

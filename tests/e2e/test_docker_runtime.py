@@ -509,3 +509,15 @@ def test_rollback_needs_the_artifact_still_kept(dserver, dtoken, workdir, job_na
     assert gone.stderr.startswith("racetrack: the artifact of r1 is gone (only the newest 2")
     assert dserver.ssh("releases:rollback", job_name).returncode == 0  # r3 is kept
     assert dserver.call(job_name, "latest", payload={}, token=dtoken) == (200, 3)
+
+
+def test_the_user_guides_job_runs_under_a_lowercase_image_name(dserver, dtoken, workdir):
+    guide = Path(__file__).resolve().parents[1] / "fixtures" / "user-guide"
+    files = {
+        p.relative_to(guide).as_posix(): p.read_text() for p in guide.rglob("*") if p.is_file()
+    }
+    name = "my_fantabulous_skynet_AI"
+    pushed = dserver.push(JobRepo.create(workdir / "guide", name, files))
+    assert pushed.returncode == 0, pushed.stderr
+    assert "Successfully tagged racetrack-job/my-fantabulous-skynet-ai-" in pushed.stderr
+    assert dserver.call(name, "latest", payload={"x": 40, "y": 2}, token=dtoken) == (200, 42)

@@ -496,3 +496,17 @@ def test_a_cluster_unreachable_at_deploy_time_rejects_the_push_and_the_job_keeps
     finally:
         server.stop()
         remove_docker_leftovers(server.data_dir)
+
+
+def test_the_user_guides_job_runs_under_dns_names(kserver, ktoken, namespace, workdir):
+    guide = Path(__file__).resolve().parents[1] / "fixtures" / "user-guide"
+    files = {
+        p.relative_to(guide).as_posix(): p.read_text() for p in guide.rglob("*") if p.is_file()
+    }
+    name = "my_fantabulous_skynet_AI"
+    pushed = kserver.push(JobRepo.create(workdir / "guide", name, files))
+    assert pushed.returncode == 0, pushed.stderr
+    assert kserver.call(name, "latest", payload={"x": 40, "y": 2}, token=ktoken) == (200, 42)
+    (deployment,) = objects_of(namespace, name)["Deployment"]
+    assert deployment["metadata"]["name"] == release_name(name, "0.0.1", 1)
+    assert deployment["metadata"]["name"].startswith("rt-my-fantabulous-skynet-ai-")

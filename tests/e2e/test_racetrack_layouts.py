@@ -54,3 +54,29 @@ def test_racetracks_own_layout_still_deploys_without_a_note(server, token, workd
     assert pushed.returncode == 0, pushed.stderr
     assert "is not in this commit" not in pushed.stderr
     assert server.call("python-greeter", "latest", payload={}, token=token) == (200, "hello world")
+
+
+def test_the_user_guides_manifest_and_code_deploy_as_written(server, token, workdir):
+    """Racetrack's user guide, byte for byte: a name with capitals and underscores, the job
+    type with its version, a git section, an empty requirements file, a memory limit."""
+    guide = REPO_ROOT / "tests" / "fixtures" / "user-guide"
+    files = {
+        p.relative_to(guide).as_posix(): p.read_text() for p in guide.rglob("*") if p.is_file()
+    }
+    name = "my_fantabulous_skynet_AI"
+    repo = JobRepo.create(workdir / "guide", name, files)
+    pushed = server.push(repo)
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"Deployed {name} 0.0.1 (r1): {server.router_url}/pub/job/{name}/0.0.1/" in pushed.stderr
+    assert server.call(name, "latest", payload={"x": 40, "y": 2}, token=token) == (200, 42)
+    listed = server.ssh("jobs:list").stdout
+    assert name in listed, "listings show the name as written"
+    # another spelling is another job; the same letters in another case cannot share its resources
+    other = JobRepo.create(
+        workdir / "other",
+        name.lower(),
+        {**files, "job.yaml": files["job.yaml"].replace(name, name.lower())},
+    )
+    assert server.push(other).returncode == 0
+    assert server.call(name.lower(), "latest", payload={"x": 1, "y": 2}, token=token) == (200, 3)
+    assert server.call(name, "latest", payload={"x": 40, "y": 2}, token=token) == (200, 42)

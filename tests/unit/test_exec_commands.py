@@ -10,11 +10,26 @@ def test_git_repo_paths(path):
 
 
 @pytest.mark.parametrize(
+    "name", ["my_fantabulous_skynet_AI", "Adder", "adder.v2", "9lives", "a", "A" * 63, "x-y_z.w"]
+)
+def test_racetracks_job_names_are_repositories(name):
+    assert parse_exec_command(f"git-receive-pack '/{name}.git'") == GitCommand(
+        "git-receive-pack", name
+    )
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "'../x'",
         "'/etc/passwd'",
-        "'Adder'",
+        "'a..b'",
+        "'..'",
+        "'.hidden'",
+        "'_x'",
+        "'x.git.git'",
+        "'a b'",
+        "'a$(id)'",
         "'-rf'",
         "'a;b'",
         "'" + "a" * 64 + "'",

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_error_names_field_and_value():
 
 def test_all_errors_are_reported_at_once():
     data = {
-        "name": "Bad_Name",
+        "name": "bad..name",
         "jobtype": "pyhton3",
         "version": "1.0",
         "replicas": 0,
@@ -78,9 +79,9 @@ def test_all_errors_are_reported_at_once():
     }
     errors = errors_of(data)
     assert (
-        "name: 'Bad_Name' is not a job name (lowercase letters, digits and '-', 1-63 chars)"
-        in errors
-    )
+        "name: 'bad..name' is not a job name (letters, digits, '-', '_' and '.', 1-63"
+        " characters, starting with a letter or digit, without '..')"
+    ) in errors
     assert any(e.startswith("jobtype: 'pyhton3' is not a job type (known: python3") for e in errors)
     assert "version: '1.0' is not a semantic version like 1.2.3" in errors
     assert "owner_email: required field is missing" in errors
@@ -443,3 +444,25 @@ def test_a_git_directory_this_commit_has_wins_and_one_that_escapes_is_refused(tm
                               "e.py": ""})  # fmt: skip
     with pytest.raises(ManifestError, match=r"git.directory: 'e.py' is not a directory"):
         load_job_source(tmp_path / "file", "adder")
+
+
+def test_racetracks_job_names_are_taken_and_hostile_ones_refused():
+    for name in ("my_fantabulous_skynet_AI", "Adder", "adder.v2", "9lives", "A" * 63):
+        assert parse_manifest({**GOOD, "name": name}).name == name
+    for name in ("..", "a..b", ".x", "_x", "a/b", "a b", "a;b", "a\0b", "A" * 64, "x.git", ""):
+        assert any(e.startswith("name: ") for e in errors_of({**GOOD, "name": name})), name
+
+
+def test_job_names_map_to_resource_names_that_never_collide():
+    from buildpacks.names import safe_name
+    from controller.runtimes.names import release_name
+
+    names = ["my-job", "My-Job", "my_job", "my.job", "MY_JOB", "my-job-", "a" * 63, "A" * 63]
+    mapped = {safe_name(name) for name in names}
+    assert len(mapped) == len(names)
+    assert safe_name("my-job") == "my-job"
+    releases = {release_name(name, "1.0.0", 1) for name in names}
+    assert len(releases) == len(names)
+    label = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+    assert all(label.fullmatch(r) and len(r) <= 58 for r in releases)  # room for "-<replica>"
+    assert all(label.fullmatch(m) and len(m) <= 63 for m in mapped)
