@@ -410,3 +410,38 @@ def test_with_an_upstream_key_only_calls_bearing_it_are_answered(tmp_path):
         assert wrapper.request("/metrics").status == 403, "metrics come through the router too"
     finally:
         wrapper.stop()
+
+
+WEBVIEW_ONLY = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"formatted"]
+
+
+class JobEntrypoint:
+    def webview_app(self, base_url):
+        return app
+
+    def auxiliary_endpoints(self):
+        return {"/format": self.format}
+
+    def format(self, text: str) -> str:
+        return text.upper()
+"""
+
+
+def test_a_job_without_perform_loads_and_only_perform_is_refused_as_on_racetrack(tmp_path):
+    """Racetrack's docs-formatter shape: a webview and an auxiliary endpoint, no perform."""
+    wrapper = start_wrapper(tmp_path, {"entry.py": WEBVIEW_ONLY})
+    try:
+        assert wrapper.request("/ready").status == 200
+        assert wrapper.request("/api/v1/webview/").body == b"formatted"
+        assert wrapper.request("/api/v1/format", {"text": "hi"}).json() == "HI"
+        refused = wrapper.request("/api/v1/perform", {})
+        assert refused.status == 400
+        assert refused.json() == {
+            "error": "entrypoint doesn't have 'perform' method implemented",
+            "type": "ValueError",
+        }
+    finally:
+        wrapper.stop()

@@ -46,10 +46,19 @@ class JobApi:
     metrics: Callable[[], Any] | None = None
 
 
+def missing_perform(**_kwargs: Any) -> Any:
+    """What /api/v1/perform runs for a job without `perform`: a 400, worded as Racetrack's."""
+    raise ValueError("entrypoint doesn't have 'perform' method implemented")
+
+
 def describe_api(
     entrypoint: Any, job_dir: Path, webview_base_url: str, runner: AsyncRunner
 ) -> JobApi:
-    api = JobApi(entrypoint=entrypoint, endpoints={PERFORM_PATH: entrypoint.perform})
+    perform = getattr(entrypoint, "perform", None)
+    api = JobApi(
+        entrypoint=entrypoint,
+        endpoints={PERFORM_PATH: perform if callable(perform) else missing_perform},
+    )
     api.endpoints.update(_auxiliary_endpoints(entrypoint))
     api.examples = _examples(entrypoint, set(api.endpoints))
     api.static_files, api.static_dirs = _static_endpoints(entrypoint, job_dir, set(api.endpoints))
