@@ -212,7 +212,9 @@ class Rollout:
 
     async def retire(self, old: Serving) -> None:
         """No longer routed: let the calls already on their way finish, then stop."""
-        urls = [r.url for r in old.running.replicas() if r.url]
+        # what the router may have sent calls to: every upstream it was given for this release
+        # (a Service's address, on kubernetes inside the cluster), and the replicas
+        urls = sorted(old.published | {r.url for r in old.running.replicas() if r.url})
         if not await self._drain(urls, self._settings.drain_grace):
             log.warning(
                 "%s %s: calls still running after %.0fs of draining; stopping anyway",

@@ -106,7 +106,6 @@ async def make_runtime(
         network=settings.docker_network,
         host=settings.host,
         shutdown_grace=settings.stop_grace,
-        ready_timeout=settings.ready_timeout,
     )
     builder = ImageBuilder(
         client, settings.build, identity, load_or_create_build_secrets_key(data_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from buildpacks.build import Routing
 from buildpacks.manifest import Manifest
@@ -22,6 +22,8 @@ class Serving:
     release: Release
     manifest: Manifest
     running: RunningRelease
+    # every upstream the router was given for it: what a drain must wait on
+    published: set[str] = field(default_factory=set)
 
     @property
     def key(self) -> Key:
@@ -93,8 +95,9 @@ class ServingTable:
 
     def publish(self) -> None:
         self._generation += 1
-        routes = [
-            route_of(s, self._upstreams(s.running), self._upstream_key(s.release))
-            for s in self._entries.values()
-        ]
+        routes = []
+        for serving in self._entries.values():
+            upstreams = self._upstreams(serving.running)
+            serving.published.update(upstreams)
+            routes.append(route_of(serving, upstreams, self._upstream_key(serving.release)))
         self._publish(RouteSnapshot.build(routes, self._generation))

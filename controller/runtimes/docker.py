@@ -52,6 +52,7 @@ HOST_NETWORK = "host"
 DROPPED_CAPABILITIES = ("NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP")
 DEFAULT_PORT = 7000
 LOG_TAIL_LINES = 5
+RECOVER_PROBE_MAX = 5.0  # seconds between probes of a replica that is not back yet
 
 
 @dataclass(eq=False)
@@ -69,6 +70,7 @@ class DockerRelease:
     spec: ReleaseSpec
     members: list[DockerReplica]
     stopped: bool = False
+    started: bool = False  # every container was created (reconcile may bring back only then)
 
     def replicas(self) -> list[Replica]:
         return [Replica(r.name, r.url, r.up) for r in self.members]
@@ -86,14 +88,12 @@ class DockerRuntime:
         network: str = HOST_NETWORK,
         host: str = "127.0.0.1",
         shutdown_grace: float = 10.0,
-        ready_timeout: float = 180.0,
     ) -> None:
         self._client = client
         self._platform_id = platform_id
         self._network = network
         self._host = host
         self._shutdown_grace = shutdown_grace
-        self._ready_timeout = ready_timeout  # for a replica the engine restarted
         self._session: aiohttp.ClientSession | None = None
         self._releases: dict[str, DockerRelease] = {}
         self._events = EventQueue()
@@ -101,6 +101,7 @@ class DockerRuntime:
         self._engine_events: Any = None  # the engine's event stream, closed by close()
         self._recovering: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # where engine events are handled
+        self._closing = threading.Event()
 
     @property
     def exclusive_ports(self) -> bool:
@@ -183,6 +184,7 @@ class DockerRuntime:
         except BaseException:
             await asyncio.shield(self.stop(release))
             raise
+        release.started = True
         return release
 
     def _start(self, spec: ReleaseSpec, index: int) -> DockerReplica:
@@ -241,7 +243,7 @@ class DockerRuntime:
                 return None
             members.append(replica)
         self._watch_engine()
-        release = DockerRelease(spec, members)
+        release = DockerRelease(spec, members, started=True)
         self._releases[spec.name] = release
         return release
 
@@ -378,9 +380,9 @@ class DockerRuntime:
         return self._events.stream()
 
     async def reconcile(self, desired: Collection[str]) -> list[str]:
-        return await asyncio.to_thread(self._reconcile, set(desired) | set(self._releases))
+        return await asyncio.to_thread(self._reconcile, set(desired))
 
-    def _reconcile(self, keep: set[str]) -> list[str]:
+    def _reconcile(self, desired: set[str]) -> list[str]:
         """Containers of this platform that serve nothing (left by a deploy or a retirement the
         platform did not live to finish) are removed, or they would run, and hold their
         images, for ever. A held release's container that is gone (removed by hand) is
@@ -390,13 +392,17 @@ class DockerRuntime:
         for container in self._owned_containers():
             name = container.name or ""
             release = container.labels.get("racetrack.release-name") or _release_of(name)
-            if release not in keep:
+            # decided now, after the listing: a release started meanwhile is held by now
+            if release not in desired and release not in self._releases:
                 with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile: as good
                     container.remove(force=True)
                 changes.append(f"removed {name}: it served no release")
             else:
                 present.add(name)
+                changes += self._restart_if_stopped(container)
         for release in list(self._releases.values()):
+            if not release.started:
+                continue  # its start() is still creating containers
             for replica in release.members:
                 if release.stopped or replica.name in present:
                     continue
@@ -410,6 +416,24 @@ class DockerRuntime:
                 self._loop_call(self._recover, release, fresh)
         return changes
 
+    def _restart_if_stopped(self, container: Container) -> list[str]:
+        """A held replica's container stopped by hand (`docker stop`: the engine's restart
+        policy leaves it down) is started again; one the engine is restarting is its own."""
+        state = container.attrs.get("State", {})
+        if container.status not in ("exited", "created") or state.get("Restarting"):
+            return []
+        found = self._find(container.id or "")
+        if found is None or found[0].stopped:
+            return []
+        release, replica = found
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            return [f"could not start {replica.name} again: {exc.explanation or exc}"]
+        replica.up = False
+        self._loop_call(self._recover, release, replica)
+        return [f"started {replica.name} again: its container was stopped"]
+
     # what the engine reports
 
     def _watch_engine(self) -> None:
@@ -418,21 +442,37 @@ class DockerRuntime:
         if self._watching is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._engine_events = self._client.events(
-            decode=True,
-            filters={"type": "container", "label": f"racetrack.platform={self._platform_id}"},
-        )
-        self._watching = threading.Thread(target=self._read_engine_events, daemon=True)
+        self._watching = threading.Thread(target=self._follow_engine, daemon=True)
         self._watching.start()
 
-    def _read_engine_events(self) -> None:
-        try:
-            for event in self._engine_events:
-                status = event.get("status") or event.get("Action") or ""
-                if status in ("die", "destroy", "oom") and self._loop is not None:
-                    self._loop.call_soon_threadsafe(self._replica_down, event.get("id", ""))
-        except (docker.errors.APIError, OSError, ValueError) as exc:
-            log.info("stopped following the engine's events: %s", exc)
+    def _follow_engine(self) -> None:
+        """The engine's event stream, opened again (with backoff) whenever it ends or fails,
+        from the time of the last event seen, until the runtime closes."""
+        since: int | None = None
+        retry = 1.0
+        while not self._closing.is_set():
+            try:
+                self._engine_events = self._client.events(
+                    decode=True,
+                    since=since,
+                    filters={
+                        "type": "container",
+                        "label": f"racetrack.platform={self._platform_id}",
+                    },
+                )
+                retry = 1.0
+                for event in self._engine_events:
+                    since = int(event.get("time") or 0) or since
+                    status = event.get("status") or event.get("Action") or ""
+                    if status in ("die", "destroy", "oom") and self._loop is not None:
+                        self._loop.call_soon_threadsafe(self._replica_down, event.get("id", ""))
+            except Exception as exc:  # the engine restarted, the socket broke: follow again
+                if self._closing.is_set():
+                    return
+                log.info("engine events ended (%s); following again in %.0fs", exc, retry)
+            if self._closing.wait(retry):
+                return
+            retry = min(retry * 2, 30.0)
 
     def _find(self, container_id: str) -> tuple[DockerRelease, DockerReplica] | None:
         for release in self._releases.values():
@@ -467,10 +507,10 @@ class DockerRuntime:
         and it is ready; then route to it again."""
         session = self._session_for_probes()
         probe = release.spec.artifact.probe
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._ready_timeout
         interval = 0.1
-        while not release.stopped and replica in release.members and loop.time() < deadline:
+        # no deadline: a job that crash-loops while its database is down is routed again
+        # whenever it answers, however long that takes (the engine keeps restarting it)
+        while not release.stopped and replica in release.members:
             with contextlib.suppress(ReleaseFailed):
                 if await probe_once(session, replica.name, replica.url, probe):
                     replica.up = True
@@ -480,7 +520,7 @@ class DockerRuntime:
                     log.info("%s is back", replica.name)
                     return
             await asyncio.sleep(interval)
-            interval = min(interval * 1.5, 2.0)
+            interval = min(interval * 1.5, RECOVER_PROBE_MAX)
 
     async def restarts(self, release: RunningRelease) -> int:
         assert isinstance(release, DockerRelease)
@@ -549,6 +589,7 @@ class DockerRuntime:
 
     async def close(self) -> None:
         """Containers keep running (the engine owns them); a restarted platform adopts them."""
+        self._closing.set()
         if self._engine_events is not None:
             with contextlib.suppress(Exception):
                 self._engine_events.close()

@@ -53,6 +53,9 @@ IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "E
 CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 CONFIG_ERROR_GRACE = 15.0  # seconds such a reason may last before it fails the release
 WATCH_SECONDS = 60  # a watch is renewed this often (the API ends it anyway)
+API_CONNECT_TIMEOUT = 5.0
+API_READ_TIMEOUT = 30.0
+API_TIMEOUT = (API_CONNECT_TIMEOUT, API_READ_TIMEOUT)  # every call, unless it says otherwise
 WATCH_RETRY = 1.0
 WATCH_RETRY_MAX = 30.0
 STOP_EXTRA = 30.0  # beyond the grace, how long stopping waits for pods to go
@@ -80,6 +83,9 @@ class KubernetesRelease:
     stopped: bool = False
     # pod → when it was first seen with a container config error (see _container_failure)
     config_errors: dict[str, float] = field(default_factory=dict)
+    applied: bool = False  # its objects were all created (reconcile may bring back only then)
+    # the kinds of object this platform created (or adopted) for it: all that stop() deletes
+    owned: set[str] = field(default_factory=set)
 
     def replicas(self) -> list[Replica]:
         pods = self.runtime.pods_of(self.spec.name)
@@ -166,6 +172,8 @@ class KubernetesRuntime:
                     watch=True,
                     resource_version=version,
                     timeout_seconds=WATCH_SECONDS,
+                    # a cluster gone silent ends the watch too: relist, or keep what was seen
+                    _request_timeout=(API_CONNECT_TIMEOUT, WATCH_SECONDS + 15),
                 )
                 async with response:
                     async for line in response.content:
@@ -242,6 +250,7 @@ class KubernetesRuntime:
         """The API's response as it streams (the caller reads and closes it); ApiException
         with the API's message for an error status, ReleaseFailed(UNREACHABLE) when the cluster
         does not answer."""
+        kwargs.setdefault("_request_timeout", API_TIMEOUT)
         try:
             response = await method(*args, _preload_content=False, **kwargs)
             if not 200 <= response.status <= 299:
@@ -254,8 +263,9 @@ class KubernetesRuntime:
         except ApiException:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            why = str(exc) or type(exc).__name__
             raise ReleaseFailed(
-                FailureReason.UNREACHABLE, f"the cluster at {self.server} does not answer: {exc}"
+                FailureReason.UNREACHABLE, f"the cluster at {self.server} does not answer: {why}"
             ) from None
 
     async def check_reachable(self) -> None:
@@ -372,9 +382,34 @@ class KubernetesRuntime:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-                await self._delete(kind, body["metadata"]["name"])
-                await self._wait_gone(kind, body["metadata"]["name"])
+                name = body["metadata"]["name"]
+                await self._check_ours(kind, name)
+                await self._delete(kind, name)
+                await self._wait_gone(kind, name)
                 await self._create(kind, body)
+            release.owned.add(kind)
+        release.applied = True
+
+    async def _check_ours(self, kind: str, name: str) -> None:
+        """An object in the way must be this platform's leftover of the same release: anything
+        else (another platform's in a shared namespace, an unrelated object) is left alone."""
+        read = {
+            "secrets": self._core.read_namespaced_secret,
+            "services": self._core.read_namespaced_service,
+            "deployments": self._apps.read_namespaced_deployment,
+        }[kind]
+        found = await self._call(read, name, self._namespace)
+        labels = found.get("metadata", {}).get("labels") or {}
+        if labels.get("racetrack.platform") != self._platform_id or (
+            labels.get("racetrack.release-name") != name
+        ):
+            owner = labels.get("racetrack.platform")
+            raise ReleaseFailed(
+                FailureReason.START_FAILED,
+                f"{kind[:-1]} {name} already exists in namespace {self._namespace} and is not"
+                f" this platform's (racetrack.platform={owner!r}); remove it, or give each"
+                " platform a namespace of its own",
+            )
 
     async def _wait_gone(self, kind: str, name: str) -> None:
         read = {
@@ -410,7 +445,7 @@ class KubernetesRuntime:
         ):
             return None
         self._ensure_watch()
-        release = KubernetesRelease(spec, self._image(spec), self)
+        release = KubernetesRelease(spec, self._image(spec), self, applied=True, owned=set(KINDS))
         self._releases[spec.name] = release
         log.info("adopted %s", spec.name)
         return release
@@ -423,11 +458,11 @@ class KubernetesRuntime:
             await asyncio.wait_for(self._synced.wait(), timeout)
         while True:
             pods = self.pods_of(release.spec.name)
+            if len(pods) == release.spec.replicas and all(_ready(p) for _, p in pods):
+                return  # first: an adopted pod that crashed once, long ago, is ready now
             failure = await self._failure(release, pods)
             if failure is not None:
                 raise failure
-            if len(pods) == release.spec.replicas and all(_ready(p) for _, p in pods):
-                return
             remaining = deadline - loop.time()
             if remaining <= 0:
                 states = "; ".join(f"{n}: {_pod_problem(p) or _phase(p)}" for n, p in pods)
@@ -457,7 +492,11 @@ class KubernetesRuntime:
                 failure = await self._container_failure(release, name, container)
                 if failure is not None:
                     return failure
-            if status.get("podIP") and release.spec.artifact.probe.kind == "wrapper":
+            if (
+                status.get("podIP")
+                and not _ready(pod)
+                and release.spec.artifact.probe.kind == "wrapper"
+            ):
                 url = self.pod_url(release, pod)
                 try:
                     await probe_once(self._probe_session(), name, url, release.spec.artifact.probe)
@@ -487,6 +526,8 @@ class KubernetesRuntime:
                 )
             return None
         release.config_errors.pop(pod, None)
+        if state.get("running") is not None and container.get("ready"):
+            return None  # whatever it went through before, it runs and is ready now
         terminated = state.get("terminated") or last.get("terminated")
         if terminated is None and container.get("restartCount", 0) == 0:
             return None
@@ -549,7 +590,8 @@ class KubernetesRuntime:
         name = release.spec.name
         try:
             for kind in KINDS:
-                await self._delete(kind, name)
+                if kind in release.owned:  # never what another owner holds under the name
+                    await self._delete(kind, name)
         except (ApiException, ReleaseFailed) as exc:
             log.error("could not delete %s (reconcile tries again): %s", name, exc)
         if self._releases.get(name) is release:
@@ -594,24 +636,26 @@ class KubernetesRuntime:
         orphan of a deploy that a restart interrupted); a held release whose Deployment is gone
         gets its objects again. Pods deleted by hand are Kubernetes' to replace."""
         self._ensure_watch()
-        keep = set(desired) | set(self._releases)
+        wanted = set(desired)
         changes: list[str] = []
         present: set[tuple[str, str]] = set()
         for kind, item in await self._owned_objects():
             name = item["metadata"]["name"]
             release = item["metadata"].get("labels", {}).get("racetrack.release-name", name)
-            if release in keep:
+            # decided now, after the listing: a release started meanwhile is held by now
+            if release in wanted or release in self._releases:
                 present.add((kind, name))
             elif await self._delete(kind, name):
                 changes.append(f"deleted {kind[:-1]} {name}: it served no release")
         for release in list(self._releases.values()):
             missing = [k for k in KINDS if (k, release.spec.name) not in present]
-            if release.stopped or not missing:
+            if release.stopped or not release.applied or not missing:
                 continue
             for kind, body in self._objects(release.spec, release.image):
                 if kind in missing:
                     with contextlib.suppress(ApiException):
                         await self._create(kind, body)
+                        release.owned.add(kind)
             changes.append(f"created {', '.join(missing)} of {release.spec.name} again")
         return changes
 
@@ -626,7 +670,13 @@ class KubernetesRuntime:
 
     async def _pod_logs(self, pod: str, tail: int, follow: bool) -> AsyncIterator[str]:
         try:
-            response = await self._log_of(pod, tail_lines=tail, follow=follow)
+            response = await self._log_of(
+                pod,
+                tail_lines=tail,
+                follow=follow,
+                # a followed log may be quiet for ever; one that is not followed may not
+                _request_timeout=(API_CONNECT_TIMEOUT, None if follow else API_READ_TIMEOUT),
+            )
         except (ApiException, ReleaseFailed) as exc:
             yield f"(no logs: {exc})"
             return

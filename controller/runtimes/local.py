@@ -241,25 +241,19 @@ class LocalRuntime:
         platform that was killed: children die with the platform, but a job's own children may
         not) are killed; their cgroups and scratch spaces are removed. Held releases revive
         their own replicas, so nothing of theirs is brought back here."""
-        held = [r for release in self._releases.values() for r in release.slots if r]
-        own_groups = {group for r in held for group in (r.process.pid, r.job_pid)}
-        removed = await asyncio.to_thread(self._kill_leftovers, own_groups)
-        groups = await asyncio.to_thread(self.limiter.remove_strays, {r.name for r in held})
-        removed += [f"cgroup {group}" for group in groups]
-        held_scratch = {r.scratch.name for r in held}
-        if self._scratch.is_dir():
-            for scratch in self._scratch.iterdir():
-                if scratch.name not in held_scratch and not self._starting(scratch.name):
-                    await asyncio.to_thread(_remove_scratch, scratch)
+        async with self._spawning:  # nothing is being spawned while leftovers are sought
+            held = list(self._processes)  # every live replica, serving or being revived
+            own_groups = {group for r in held for group in (r.process.pid, r.job_pid)}
+            removed = await asyncio.to_thread(self._kill_leftovers, own_groups)
+            groups = await asyncio.to_thread(self.limiter.remove_strays, {r.name for r in held})
+            removed += [f"cgroup {group}" for group in groups]
+            held_scratch = {r.scratch.name for r in held}
+            if self._scratch.is_dir():
+                for scratch in self._scratch.iterdir():
+                    if scratch.name not in held_scratch:
+                        await asyncio.to_thread(_remove_scratch, scratch)
+                        removed.append(f"scratch space {scratch.name}")
         return removed
-
-    def _starting(self, replica: str) -> bool:
-        """Whether a held release has a slot of this name that is being (re)started."""
-        return any(
-            release.spec.replica_name(i) == replica and slot is None
-            for release in self._releases.values()
-            for i, slot in enumerate(release.slots)
-        )
 
     # a replica
 

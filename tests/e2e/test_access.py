@@ -70,7 +70,9 @@ def test_only_public_key_authentication_is_offered(server):
     assert "Permission denied (publickey)" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["../evil", "Upper", "-rf", "a;b", "x" * 64, "etc/passwd"])
+@pytest.mark.parametrize(
+    "name", ["../evil", "a..b", ".hidden", "-rf", "a;b", "x" * 64, "etc/passwd", "x.git.git"]
+)
 def test_bad_job_names_are_refused_before_touching_the_disk(server, workdir, name):
     repo = JobRepo.create(workdir / "job", "anything", python_job("anything"))
     before = sorted(p.name for p in (server.data_dir / "repos").iterdir())

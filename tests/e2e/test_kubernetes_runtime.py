@@ -510,3 +510,25 @@ def test_the_user_guides_job_runs_under_dns_names(kserver, ktoken, namespace, wo
     (deployment,) = objects_of(namespace, name)["Deployment"]
     assert deployment["metadata"]["name"] == release_name(name, "0.0.1", 1)
     assert deployment["metadata"]["name"].startswith("rt-my-fantabulous-skynet-ai-")
+
+
+def test_an_object_of_another_owner_under_a_releases_name_is_left_alone(
+    kserver, namespace, workdir, job_name
+):
+    """Two platforms sharing a namespace, or an unrelated object: the deploy is refused naming
+    it, and the object is not touched."""
+    name = release_name(job_name, "1.0.0", 1)
+    kubectl("-n", namespace, "create", "secret", "generic", name, "--from-literal=mine=yes")
+    kubectl("-n", namespace, "label", "secret", name, "racetrack.platform=another")
+    repo = JobRepo.create(workdir / "job", job_name, python_job(job_name))
+    pushed = kserver.push(repo)
+    assert pushed.returncode != 0
+    assert (
+        f"secret {name} already exists in namespace {namespace} and is not this platform's"
+        " (racetrack.platform='another')"
+    ) in pushed.stderr
+    kept = json.loads(kubectl("-n", namespace, "get", "secret", name, "-o", "json"))
+    assert (
+        kept["data"] == {"mine": "eWVz"}
+        and kept["metadata"]["labels"]["racetrack.platform"] == "another"
+    )

@@ -25,6 +25,8 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "--ready-timeout", str(READY_TIMEOUT),
             "--deploy-wait", str(DEPLOY_WAIT),
             "--ssh-keepalive", "1",
+            # reconcile passes overlap starts and revivals: none may take them for leftovers
+            "--reconcile-interval", "0.2",
         ),
     ).start()  # fmt: skip
     yield running
@@ -175,6 +177,7 @@ def test_a_crashing_instance_is_restarted_and_calls_go_around_it(
     wait_for(lambda: row()["status"] == "running", "the crashed instance to be back")
     assert len(job_processes(quick.data_dir, job_name)) == 2
     assert victim not in job_processes(quick.data_dir, job_name)
+    assert "reconcile: process group" not in quick.log_path.read_text()
 
 
 def test_a_platform_killed_hard_serves_the_same_release_after_a_restart(tmp_path, workdir):
