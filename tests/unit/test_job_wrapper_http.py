@@ -445,3 +445,24 @@ def test_a_job_without_perform_loads_and_only_perform_is_refused_as_on_racetrack
         }
     finally:
         wrapper.stop()
+
+
+def test_clients_that_go_away_leave_no_traceback_in_the_log(wrapper):
+    """Probes that give up and callers that time out are not the job's errors."""
+    import socket
+    import struct
+
+    before = len(wrapper.log())
+    for request in (b"GET /ready HTTP/1.1\r\nHost: x\r\n", b"POST /api/v1/perform HTTP/1.1\r\n"):
+        connection = socket.create_connection(("127.0.0.1", wrapper.port))
+        connection.sendall(request)
+        # close with a reset (linger 0), as a client that is killed does
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+    big = socket.create_connection(("127.0.0.1", wrapper.port))
+    big.sendall(b"GET /docs HTTP/1.1\r\nHost: x\r\n\r\n")
+    big.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    big.close()  # before the answer is read: the server's write meets a reset
+    assert wrapper.request("/ready").status == 200  # still serving
+    written = wrapper.log()[before:]  # this test's part of the log
+    assert "Traceback" not in written and "ConnectionResetError" not in written, written

@@ -12,8 +12,10 @@ import logging
 import os
 import re
 import signal
+import sys
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -220,6 +222,15 @@ class JobServer(ThreadingHTTPServer):
     # line instead of being reset (the standard library's default is 5)
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a probe that gave up, a caller that timed out) is not an
+        error of the job: no traceback in its logs. Anything else is logged once, naming the
+        client."""
+        failure = sys.exc_info()[1]
+        if isinstance(failure, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        log.error("request from %s failed:\n%s", client_address, traceback.format_exc())
 
 
 def make_server(state: JobState, host: str, port: int) -> ThreadingHTTPServer:
