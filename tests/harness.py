@@ -27,6 +27,19 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+
+
+def fixture_files(name: str, prefix: str = "") -> dict[str, str]:
+    """A fixture job's files (tests/fixtures/<name>), by path, under `prefix` in a repository."""
+    folder = FIXTURES / name
+    return {
+        f"{prefix}{p.relative_to(folder).as_posix()}": p.read_text()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.com",

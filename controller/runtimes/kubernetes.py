@@ -310,21 +310,19 @@ class KubernetesRuntime:
             ("services", objects.service(spec, self._platform_id)),
         ]
 
+    def _method(self, verb: str, kind: str) -> Any:
+        """The client's `<verb>_namespaced_<kind>` (`read`, `create`, `delete`, `list`) for one
+        of KINDS: Deployments are in the apps API, Services and Secrets in the core one."""
+        api = self._apps if kind == "deployments" else self._core
+        return getattr(api, f"{verb}_namespaced_{kind[:-1]}")
+
     async def _create(self, kind: str, body: dict[str, Any], *, dry_run: bool = False) -> None:
-        create = {
-            "secrets": self._core.create_namespaced_secret,
-            "services": self._core.create_namespaced_service,
-            "deployments": self._apps.create_namespaced_deployment,
-        }[kind]
+        create = self._method("create", kind)
         extra = {"dry_run": "All"} if dry_run else {}
         await self._call(create, self._namespace, body, **extra)
 
     async def _delete(self, kind: str, name: str) -> bool:
-        delete = {
-            "secrets": self._core.delete_namespaced_secret,
-            "services": self._core.delete_namespaced_service,
-            "deployments": self._apps.delete_namespaced_deployment,
-        }[kind]
+        delete = self._method("delete", kind)
         try:
             await self._call(delete, name, self._namespace, propagation_policy="Background")
         except ApiException as exc:
@@ -393,11 +391,7 @@ class KubernetesRuntime:
     async def _check_ours(self, kind: str, name: str) -> None:
         """An object in the way must be this platform's leftover of the same release: anything
         else (another platform's in a shared namespace, an unrelated object) is left alone."""
-        read = {
-            "secrets": self._core.read_namespaced_secret,
-            "services": self._core.read_namespaced_service,
-            "deployments": self._apps.read_namespaced_deployment,
-        }[kind]
+        read = self._method("read", kind)
         found = await self._call(read, name, self._namespace)
         labels = found.get("metadata", {}).get("labels") or {}
         if labels.get("racetrack.platform") != self._platform_id or (
@@ -412,11 +406,7 @@ class KubernetesRuntime:
             )
 
     async def _wait_gone(self, kind: str, name: str) -> None:
-        read = {
-            "secrets": self._core.read_namespaced_secret,
-            "services": self._core.read_namespaced_service,
-            "deployments": self._apps.read_namespaced_deployment,
-        }[kind]
+        read = self._method("read", kind)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_EXTRA
         while loop.time() < deadline:
@@ -619,11 +609,8 @@ class KubernetesRuntime:
     async def _owned_objects(self) -> list[tuple[str, dict[str, Any]]]:
         selector = f"racetrack.platform={self._platform_id}"
         found: list[tuple[str, dict[str, Any]]] = []
-        for kind, listing in (
-            ("deployments", self._apps.list_namespaced_deployment),
-            ("services", self._core.list_namespaced_service),
-            ("secrets", self._core.list_namespaced_secret),
-        ):
+        for kind in KINDS:
+            listing = self._method("list", kind)
             answer = await self._call(listing, self._namespace, label_selector=selector)
             found += [(kind, item) for item in answer.get("items", [])]
         return found

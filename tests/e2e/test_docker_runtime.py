@@ -18,6 +18,7 @@ from tests.harness import (
     JobRepo,
     Server,
     docker_engine_problem,
+    fixture_files,
     python_job,
     remove_docker_leftovers,
     wait_for,
@@ -512,10 +513,7 @@ def test_rollback_needs_the_artifact_still_kept(dserver, dtoken, workdir, job_na
 
 
 def test_the_user_guides_job_runs_under_a_lowercase_image_name(dserver, dtoken, workdir):
-    guide = Path(__file__).resolve().parents[1] / "fixtures" / "user-guide"
-    files = {
-        p.relative_to(guide).as_posix(): p.read_text() for p in guide.rglob("*") if p.is_file()
-    }
+    files = fixture_files("user-guide")
     name = "my_fantabulous_skynet_AI"
     pushed = dserver.push(JobRepo.create(workdir / "guide", name, files))
     assert pushed.returncode == 0, pushed.stderr

@@ -32,6 +32,7 @@ from tests.e2e.test_zero_downtime import check_calls, redeploy_under_load
 from tests.harness import (
     JobRepo,
     Server,
+    fixture_files,
     kubernetes_flags,
     kubernetes_namespace,
     python_job,
@@ -499,10 +500,7 @@ def test_a_cluster_unreachable_at_deploy_time_rejects_the_push_and_the_job_keeps
 
 
 def test_the_user_guides_job_runs_under_dns_names(kserver, ktoken, namespace, workdir):
-    guide = Path(__file__).resolve().parents[1] / "fixtures" / "user-guide"
-    files = {
-        p.relative_to(guide).as_posix(): p.read_text() for p in guide.rglob("*") if p.is_file()
-    }
+    files = fixture_files("user-guide")
     name = "my_fantabulous_skynet_AI"
     pushed = kserver.push(JobRepo.create(workdir / "guide", name, files))
     assert pushed.returncode == 0, pushed.stderr

@@ -3,14 +3,11 @@ own sample/ jobs: a manifest whose git.directory names its place in Racetrack's 
 
 from pathlib import Path
 
-from tests.harness import REPO_ROOT, JobRepo
-
-LAYOUT = REPO_ROOT / "tests" / "fixtures" / "racetrack-layout"
+from tests.harness import JobRepo, fixture_files
 
 
-def fixture_files(job: str, prefix: str = "") -> dict[str, str]:
-    folder = LAYOUT / job
-    return {f"{prefix}{p.relative_to(folder).as_posix()}": p.read_text() for p in folder.iterdir()}
+def layout_files(job: str, prefix: str = "") -> dict[str, str]:
+    return fixture_files(f"racetrack-layout/{job}", prefix)
 
 
 def fallback_line(where: str, manifest: str = "job.yaml") -> str:
@@ -21,7 +18,7 @@ def fallback_line(where: str, manifest: str = "job.yaml") -> str:
 
 
 def test_a_sample_pushed_as_its_own_repository_deploys_from_its_root(server, token, workdir):
-    repo = JobRepo.create(workdir / "alone", "python-class", fixture_files("python-class"))
+    repo = JobRepo.create(workdir / "alone", "python-class", layout_files("python-class"))
     pushed = server.push(repo)
     assert pushed.returncode == 0, pushed.stderr
     line = fallback_line("the repository root").format(job="python-class")
@@ -33,8 +30,8 @@ def test_a_sample_pushed_as_its_own_repository_deploys_from_its_root(server, tok
 
 
 def test_samples_at_the_root_of_a_monorepo_deploy_from_their_folders(server, token, workdir):
-    files = {**fixture_files("python-class", "python-class/"),
-             **fixture_files("python-greeter", "python-greeter/")}  # fmt: skip
+    files = {**layout_files("python-class", "python-class/"),
+             **layout_files("python-greeter", "python-greeter/")}  # fmt: skip
     repo = JobRepo.create(workdir / "mono", "python-greeter", files)
     pushed = server.push(repo)
     assert pushed.returncode == 0, pushed.stderr
@@ -47,7 +44,7 @@ def test_samples_at_the_root_of_a_monorepo_deploy_from_their_folders(server, tok
 
 
 def test_racetracks_own_layout_still_deploys_without_a_note(server, token, workdir):
-    files = fixture_files("python-greeter", "sample/python-greeter/")
+    files = layout_files("python-greeter", "sample/python-greeter/")
     files["README.md"] = "Racetrack's repository, in miniature\n"
     repo = JobRepo.create(Path(workdir) / "racetrack", "python-greeter", files)
     pushed = server.push(repo, "+main")  # a history of its own over the monorepo test's
@@ -59,10 +56,7 @@ def test_racetracks_own_layout_still_deploys_without_a_note(server, token, workd
 def test_the_user_guides_manifest_and_code_deploy_as_written(server, token, workdir):
     """Racetrack's user guide, byte for byte: a name with capitals and underscores, the job
     type with its version, a git section, an empty requirements file, a memory limit."""
-    guide = REPO_ROOT / "tests" / "fixtures" / "user-guide"
-    files = {
-        p.relative_to(guide).as_posix(): p.read_text() for p in guide.rglob("*") if p.is_file()
-    }
+    files = fixture_files("user-guide")
     name = "my_fantabulous_skynet_AI"
     repo = JobRepo.create(workdir / "guide", name, files)
     pushed = server.push(repo)
