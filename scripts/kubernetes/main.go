@@ -5,18 +5,27 @@
 //
 //	kube kube-apiserver --etcd-servers=...   (or: kube apiserver ...)
 //	kube kubectl get nodes                   (or: kube ctl get nodes)
+//	kube cri-ready unix:///run/containerd/containerd.sock
 //	kube version
+//
+// cri-ready asks a container runtime's CRI server for its version, as the kubelet does once at
+// start: containerd lists its CRI plugin as loaded before that server is initialized, and a
+// kubelet started in between exits ("server is not initialized yet").
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 	_ "time/tzdata" // for timeZone support in CronJob
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	_ "k8s.io/client-go/plugin/pkg/client/auth" // client auth plugins, as kubectl has them
 	"k8s.io/component-base/cli"
@@ -30,6 +39,8 @@ import (
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // Each component is built only when it is the one asked for: their commands register flags.
@@ -39,6 +50,7 @@ var components = map[string]func() *cobra.Command{
 	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
 	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand() },
 	"kubectl":                 nil, // kubectl has its own error printing, see runKubectl
+	"cri-ready":               nil, // not a cobra command, see criReady
 }
 
 func lookup(name string) (string, bool) {
@@ -74,6 +86,30 @@ func runKubectl() int {
 	return 0
 }
 
+// criReady exits 0 when the CRI server at the endpoint answers Version, 1 (with the error on
+// stderr) when it does not answer within 5 seconds or answers with an error.
+func criReady(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: cri-ready ENDPOINT (unix:///path/to/socket)")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := grpc.DialContext(ctx, args[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cri-ready: %s: %v\n", args[0], err)
+		return 1
+	}
+	defer conn.Close()
+	reply, err := runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cri-ready: %s: %v\n", args[0], err)
+		return 1
+	}
+	fmt.Printf("%s %s (CRI %s)\n", reply.RuntimeName, reply.RuntimeVersion, reply.RuntimeApiVersion)
+	return 0
+}
+
 func main() {
 	name, ok := lookup(os.Args[0])
 	if !ok {
@@ -95,6 +131,9 @@ func main() {
 	}
 	if name == "kubectl" {
 		os.Exit(runKubectl())
+	}
+	if name == "cri-ready" {
+		os.Exit(criReady(os.Args[1:]))
 	}
 	os.Exit(cli.Run(components[name]()))
 }
