@@ -9,9 +9,11 @@ then is it stopped, so that no call ever reaches a replica that is stopping.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from buildpacks.manifest import Manifest
@@ -21,6 +23,22 @@ from controller.serving import Serving, ServingTable
 from controller.store import Release, Store
 
 log = logging.getLogger("racetrack.rollout")
+
+
+def _platform_version() -> str:
+    try:
+        return importlib.metadata.version("racetrack")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+PLATFORM_VERSION = _platform_version()
+
+
+def deployment_timestamp(release: Release) -> str:
+    """When the release was made, in whole Unix seconds, as Racetrack's JOB_DEPLOYMENT_TIMESTAMP."""
+    return str(int(datetime.fromisoformat(release.created_at).timestamp()))
+
 
 Progress = Callable[[str], None]
 Drain = Callable[[list[str], float], Awaitable[bool]]
@@ -180,6 +198,11 @@ class Rollout:
             "JOB_NAME": release.job,
             "JOB_VERSION": manifest.version,
             "GIT_VERSION": release.commit_sha,
+            # Racetrack's: the job's /live and /health echo them; the timestamp is the
+            # release's (each deploy, rollback included, makes a new one)
+            "JOB_DEPLOYMENT_TIMESTAMP": deployment_timestamp(release),
+            "DEPLOYED_BY_RACETRACK_VERSION": PLATFORM_VERSION,
+            "JOB_TYPE_VERSION": manifest.jobtype,
             "PUB_URL": f"{self._settings.public_url}/pub",
             # the job family's own token: one job calls another through the router with it
             "AUTH_TOKEN": self._family_token(release.job),

@@ -24,6 +24,27 @@ ensure_venv() {
     fi
 }
 
+# The reference runners the parity tests compare ours with: the `reference` extra of
+# pyproject.toml, installed alone into their own virtualenv (not the project itself).
+REFERENCE_VENV="${RACETRACK_REFERENCE_VENV:-$ROOT/.venv-reference}"
+ensure_reference_venv() {
+    local want stamp="$REFERENCE_VENV/.racetrack-installed"
+    local -a packages
+    mapfile -t packages < <("$VENV/bin/python" -c '
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["reference"]))
+' "$ROOT/pyproject.toml")
+    want="$(printf '%s\n' "${packages[@]}" | sha256sum | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
+    echo "racetrack: installing the reference runners (${packages[*]}) in $REFERENCE_VENV" >&2
+    [ -x "$REFERENCE_VENV/bin/python" ] || "$PYTHON" -m venv "$REFERENCE_VENV"
+    "$REFERENCE_VENV/bin/python" -m pip install --quiet "${packages[@]}"
+    echo "$want" > "$stamp"
+}
+
 # Jobs run in a bubblewrap sandbox: install it where we may (root, or sudo without a password);
 # elsewhere `racetrack serve` says what is missing.
 ensure_sandbox() {

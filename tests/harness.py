@@ -405,6 +405,45 @@ def python_job(
     }
 
 
+def runtime_server(runtime: str, data_dir: Path, *extra: str) -> Server:
+    """A started `racetrack serve` on the local or docker runtime; docker tests are skipped
+    without an engine, except in CI, where they must run."""
+    if runtime == "docker":
+        problem = docker_engine_problem()
+        if problem is not None:
+            if os.environ.get("CI") == "true":
+                raise RuntimeError(f"docker tests must run in CI: {problem}")
+            import pytest  # only the tests get here; the benchmarks use runtime_platform
+
+            pytest.skip(problem)
+    return Server(data_dir, extra_args=(*RUNTIME_FLAGS[runtime], *extra)).start()
+
+
+def http_get(
+    url: str,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    method: str = "GET",
+    data: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request, redirects not followed: (status, headers, body)."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if token is not None:
+        request.add_header("X-Racetrack-Auth", token)
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def remove_docker_leftovers(data_dir: Path) -> None:
     """Remove the containers and images a platform left on the engine (they outlive it)."""
     platform = (data_dir / "platform-id").read_text().strip()

@@ -171,8 +171,16 @@ class LocalRuntime:
     def _describe_limits(self, spec: ReleaseSpec) -> str:
         limits = Limits.of(spec.resources)
         if isinstance(self.limiter, RlimitOnly):
-            return self.limiter.apply(spec.replica_name(0), limits).description
-        return f"{limits.describe()} ({self.limiter.kind})"
+            described = self.limiter.apply(spec.replica_name(0), limits).description
+        else:
+            described = f"{limits.describe()} ({self.limiter.kind})"
+        resources = spec.resources
+        unreserved = [
+            name for name in ("memory_min", "cpu_min") if getattr(resources, name, None)
+        ]  # a machine of its own has no scheduler to reserve them with
+        if unreserved:
+            described += f"; resources.{' and '.join(unreserved)} cannot be reserved on local"
+        return described
 
     # a release
 

@@ -146,14 +146,14 @@ def test_wrong_arguments_and_errors_have_the_documented_shape(server, token, wor
     assert (status, body) == (
         400,
         {
-            "error": "wrong arguments for perform: unexpected argument 'nope' (it takes: divisor)",
-            "type": "TypeError",
+            "error": "failed to call a function: unexpected argument 'nope' (it takes: divisor)",
+            "type": "ValueError",
         },
     )
     status, body = server.call(job_name, "latest", payload={}, token=token)
     assert status == 400 and "missing required argument 'divisor'" in body["error"]
     status, body = server.call(job_name, "latest", payload=[1, 2], token=token)
-    assert status == 400 and "must be a JSON object" in body["error"]
+    assert status == 422 and "must be a JSON object" in body["error"]
     status, body = server.call(job_name, "latest", payload={"divisor": 0}, token=token)
     assert (status, body["type"]) == (500, "ZeroDivisionError")
 

@@ -118,17 +118,17 @@ def test_errors_have_one_shape_and_the_right_status(wrapper):
         (
             {"numbers": [1], "bogus": 1},
             400,
-            "TypeError",
-            "wrong arguments for perform: unexpected argument 'bogus' (it takes: numbers, scale)",
+            "ValueError",  # as Racetrack names a call that does not fit
+            "failed to call a function: unexpected argument 'bogus' (it takes: numbers, scale)",
         ),
         (
             {"bogus": 1},
             400,
-            "TypeError",
+            "ValueError",
             "unexpected argument 'bogus' (it takes: numbers, scale); missing required argument"
             " 'numbers'",
         ),
-        ({}, 400, "TypeError", "wrong arguments for perform: missing required argument 'numbers'"),
+        ({}, 400, "ValueError", "failed to call a function: missing required argument 'numbers'"),
         ({"numbers": [1], "scale": -1}, 400, "ValueError", "scale must not be negative"),
         ({"numbers": [1], "scale": 13}, 500, "RuntimeError", "unlucky"),
     ]
@@ -138,12 +138,19 @@ def test_errors_have_one_shape_and_the_right_status(wrapper):
         assert (answer.status, body["type"]) == (status, kind), payload
         assert text in body["error"] and set(body) == {"error", "type"}
     not_object = wrapper.request("/api/v1/perform", [1, 2])
-    assert (not_object.status, not_object.json()["type"]) == (400, "BadRequest")
+    assert (not_object.status, not_object.json()["type"]) == (422, "RequestValidationError")
+    assert not_object.json()["detail"][0]["type"] == "dict_type"  # FastAPI's words, as Racetrack
     not_json = wrapper.request("/api/v1/perform", data=b"{nope")
-    assert (not_json.status, not_json.json()["type"]) == (400, "BadRequest")
+    assert (not_json.status, not_json.json()["type"]) == (422, "RequestValidationError")
+    assert not_json.json()["detail"][0]["loc"] == ["body", 1]
+    deep = wrapper.request("/api/v1/perform", data=b"[" * 100_000)
+    assert (deep.status, deep.json()["type"]) == (400, "BadRequest")
     get = wrapper.request("/api/v1/perform")
     assert (get.status, get.headers["Allow"]) == (405, "POST")
-    assert wrapper.request("/api/v1/nothing", {}).status == 404
+    missing = wrapper.request("/api/v1/nothing", {})
+    assert (missing.status, missing.json()) == (404, {
+        "detail": "Not Found", "error": "no endpoint /api/v1/nothing", "type": "NotFound",
+    })  # fmt: skip
 
 
 def test_results_are_serialised_whatever_common_type_they_are(wrapper):
@@ -162,9 +169,12 @@ def test_static_files_and_directories(wrapper):
         200, "application/x-yaml", b"name: sample\n",
     )  # fmt: skip
     readme = wrapper.request("/api/v1/readme")
-    assert readme.headers["Content-Type"] == "text/markdown" and readme.body == b"# Sample\n"
+    assert readme.headers["Content-Type"] == "text/markdown; charset=utf-8"
+    assert readme.body == b"# Sample\n"
     deep = wrapper.request("/api/v1/assets/deep/style.css")
-    assert (deep.status, deep.headers["Content-Type"], deep.body) == (200, "text/css", b"body {}\n")
+    assert (deep.status, deep.headers["Content-Type"], deep.body) == (
+        200, "text/css; charset=utf-8", b"body {}\n",
+    )  # fmt: skip
     assert wrapper.request("/api/v1/assets/missing.js").status == 404
     assert wrapper.request("/api/v1/assets/../entry.py").status == 404
     assert wrapper.request("/api/v1/assets/%2e%2e/entry.py").status == 404
@@ -173,7 +183,7 @@ def test_static_files_and_directories(wrapper):
 def test_the_home_page_and_the_docs_work_behind_the_routers_prefix(wrapper):
     prefix = {"X-Forwarded-Prefix": "/pub/job/sample/1.2.3"}
     home = wrapper.request("/", headers=prefix)
-    assert (home.status, home.headers["Location"]) == (302, "/pub/job/sample/1.2.3/api/v1/readme")
+    assert (home.status, home.headers["Location"]) == (307, "/pub/job/sample/1.2.3/api/v1/readme")
     page = wrapper.request("/docs", headers=prefix)
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
     html = page.body.decode()
@@ -205,8 +215,10 @@ def test_the_home_page_and_the_docs_work_behind_the_routers_prefix(wrapper):
 def test_health_names_the_job(wrapper):
     health = wrapper.request("/health").json()
     assert health == {
-        "service": "job", "job_name": "sample", "job_version": "1.2.3", "git_version": "",
-        "status": "pass",
+        "service": "job", "job_name": "sample", "live": True, "ready": True, "status": "pass",
+        "error": None, "job_version": "1.2.3", "git_version": None,
+        "deployed_by_racetrack_version": None, "deployment_timestamp": None,
+        "job_type_version": None,
     }  # fmt: skip
 
 
@@ -299,7 +311,7 @@ INIT_ERRORS = {
     "an example over 1 MB": (
         "class JobEntrypoint:\n    def perform(self, x): pass\n"
         "    def docs_input_example(self): return {'x': 'a' * 1100000}\n",
-        "docs_input_example is 1100009 bytes as JSON; the limit is 1048576",
+        "docs_input_example is 1100008 bytes as JSON; the limit is 1048576",
     ),
     "a missing static file": (
         "class JobEntrypoint:\n    def perform(self): pass\n"
@@ -326,7 +338,14 @@ def test_a_broken_entrypoint_is_reported_by_live(tmp_path, case):
     try:
         live = wrapper.request("/live")
         assert (live.status, live.json()["error"]) == (500, reason)
-        assert wrapper.request("/ready").status == 503
+        assert live.json()["live"] is False
+        assert (wrapper.request("/ready").status, wrapper.request("/ready").json()) == (
+            500, {"ready": False},
+        )  # fmt: skip
+        health = wrapper.request("/health")
+        assert (health.status, health.json()["status"], health.json()["error"]) == (
+            500, "fail", reason,
+        )  # fmt: skip
     finally:
         wrapper.stop()
 
@@ -339,8 +358,9 @@ def test_live_answers_while_a_slow_entrypoint_loads(tmp_path):
     )
     wrapper = start_wrapper(tmp_path, {"entry.py": source}, ready=False)
     try:
-        assert wrapper.request("/live").json() == {"live": True, "status": "starting"}
-        assert wrapper.request("/ready").status == 503
+        live = wrapper.request("/live")
+        assert (live.status, live.json()) == (200, {"live": True, "deployment_timestamp": None})
+        assert wrapper.request("/ready").status == 500
         assert wrapper.request("/api/v1/perform", {}).status == 503
         (tmp_path / "loaded").touch()
         wait_for(lambda: wrapper.request("/ready").status == 200, "loading to finish")

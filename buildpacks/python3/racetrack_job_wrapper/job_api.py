@@ -22,7 +22,9 @@ from .webview import WebRequest, WebResponse, mount_webview
 
 API_PREFIX = "/api/v1"
 PERFORM_PATH = f"{API_PREFIX}/perform"
+PARAMETERS_PATH = f"{API_PREFIX}/parameters"
 WEBVIEW_PATH = f"{API_PREFIX}/webview"
+WEBVIEW_STATIC_PATH = f"{WEBVIEW_PATH}/static"  # the job's ./static, beside a webview
 MAX_EXAMPLE_BYTES = 1024 * 1024
 ENDPOINT_RE = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%/-]+$")
 
@@ -43,12 +45,16 @@ class JobApi:
     static_files: dict[str, StaticFile] = field(default_factory=dict)
     static_dirs: dict[str, Path] = field(default_factory=dict)
     webview: Callable[[WebRequest], WebResponse] | None = None
+    webview_static: Path | None = None  # ./static of a job with a webview, served beside it
     metrics: Callable[[], Any] | None = None
+
+
+MISSING_PERFORM = "entrypoint doesn't have 'perform' method implemented"
 
 
 def missing_perform(**_kwargs: Any) -> Any:
     """What /api/v1/perform runs for a job without `perform`: a 400, worded as Racetrack's."""
-    raise ValueError("entrypoint doesn't have 'perform' method implemented")
+    raise ValueError(MISSING_PERFORM)
 
 
 def describe_api(
@@ -68,6 +74,9 @@ def describe_api(
             api.webview = mount_webview(webview_app, webview_base_url, runner)
         except Exception as exc:
             raise InitError(f"webview_app: {exc}") from exc
+        static = (job_dir / "static").resolve()
+        if static.is_dir() and static.is_relative_to(job_dir.resolve()):
+            api.webview_static = static
     metrics = getattr(entrypoint, "metrics", None)
     api.metrics = metrics if callable(metrics) else None
     return api
@@ -165,7 +174,9 @@ def _static_endpoints(
         if resolved.is_dir():
             dirs[path] = resolved
         elif resolved.is_file():
-            files[path] = StaticFile(resolved, mimetype or guess_mimetype(resolved))
+            files[path] = StaticFile(
+                resolved, with_charset(mimetype) if mimetype else guess_mimetype(resolved)
+            )
         else:
             raise InitError(f"static_endpoints: {relative!r} does not exist in the job's directory")
     return files, dirs
@@ -183,8 +194,17 @@ def _static_target(name: str, target: Any) -> tuple[str, str | None]:
     raise InitError(f"static_endpoints: {name!r} must map to a file or a (file, mimetype) pair")
 
 
-def guess_mimetype(path: Path) -> str:
-    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+def guess_mimetype(path: Path, fallback: str = "text/plain") -> str:
+    """The type of a static file, as Racetrack's runner names it: by extension (non-strict),
+    `text/plain` when unknown, with `charset=utf-8` on text types."""
+    mimetype = mimetypes.guess_type(path.name, strict=False)[0] or fallback
+    return with_charset(mimetype)
+
+
+def with_charset(mimetype: str) -> str:
+    if mimetype.startswith("text/") and "charset=" not in mimetype.lower():
+        return f"{mimetype}; charset=utf-8"
+    return mimetype
 
 
 def static_dir_file(root: Path, rest: str) -> Path | None:

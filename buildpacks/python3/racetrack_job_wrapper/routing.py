@@ -21,10 +21,28 @@ from urllib.parse import unquote
 
 from .concurrency import TooBusy
 from .docs_page import swagger_ui_page
-from .job_api import WEBVIEW_PATH, JobApi, guess_mimetype, static_dir_file
+from .job_api import (
+    MISSING_PERFORM,
+    PARAMETERS_PATH,
+    WEBVIEW_PATH,
+    WEBVIEW_STATIC_PATH,
+    JobApi,
+    guess_mimetype,
+    static_dir_file,
+)
 from .openapi import openapi_document
+from .parameters import perform_parameters
 from .request_context import RequestContext, current_request
-from .responses import Response, error, json_response, redirect
+from .responses import (
+    Response,
+    error,
+    invalid_body,
+    json_response,
+    method_not_allowed,
+    not_an_object,
+    not_found,
+    redirect,
+)
 from .state import JobState
 from .webview import WebRequest, WebResponse
 
@@ -34,6 +52,7 @@ SWAGGER_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
 ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~%+-]+)*$")
 PLATFORM_PATHS = ("/live", "/ready", "/health", "/metrics")
+CALL_FAILED = "failed to call a function: "  # Racetrack's words for a call that did not fit
 
 
 @dataclass(frozen=True)
@@ -72,8 +91,10 @@ class Router:
         if api is None:
             return None
         path = request.path
-        if path in api.endpoints or path in api.static_files:
+        if path in api.endpoints or path in api.static_files or path == PARAMETERS_PATH:
             return path
+        if api.webview_static is not None and path.startswith(WEBVIEW_STATIC_PATH + "/"):
+            return WEBVIEW_STATIC_PATH
         if path == WEBVIEW_PATH or path.startswith(WEBVIEW_PATH + "/"):
             return WEBVIEW_PATH
         for prefix in api.static_dirs:
@@ -87,6 +108,8 @@ class Router:
         path = request.path
         if method == "GET" and path in PLATFORM_PATHS:
             return self._platform(path)
+        if method == "GET" and path == "/metrics/":  # where Racetrack's runner serves them
+            return self._platform("/metrics")
         if method == "GET" and path in ("/", "/docs", "/openapi.json"):
             return self._docs(path, request)
         if method == "GET" and path.startswith("/docs/assets/"):
@@ -95,32 +118,38 @@ class Router:
         if api is None:
             return error(503, f"the job is not ready ({self.state.status})", "NotReady")
         if endpoint is None:
-            return error(404, f"no endpoint {path}", "NotFound")
+            return not_found(f"no endpoint {path}")
         return self._job(api, method, request, endpoint)
 
     # the wrapper's endpoints
 
     def _platform(self, path: str) -> Response:
+        """The probes with Racetrack's fields and statuses (500 while not live or not ready)."""
         state = self.state
+        live, ready = state.error is None, state.ready.is_set()
         if path == "/live":
-            if state.error is not None:
-                return json_response(500, {"live": False, "status": "failed", "error": state.error})
-            return json_response(200, {"live": True, "status": state.status})
+            stamp = state.deployment_timestamp
+            body: dict[str, Any] = {"live": live, "deployment_timestamp": stamp}
+            if not live:
+                body["error"] = state.error
+            return json_response(200 if live else 500, body)
         if path == "/ready":
-            if state.ready.is_set():
-                return json_response(200, {"ready": True})
-            return json_response(503, {"ready": False, "status": state.status})
+            return json_response(200 if ready else 500, {"ready": ready})
         if path == "/health":
             body = {
                 "service": "job",
                 "job_name": state.job_name,
-                "job_version": state.job_version,
-                "git_version": state.git_version,
-                "status": "pass" if state.ready.is_set() else state.status,
+                "live": live,
+                "ready": ready,
+                "status": "pass" if ready else "fail",
+                "error": state.error,
+                "job_version": state.job_version or None,
+                "git_version": state.git_version or None,
+                "deployed_by_racetrack_version": state.platform_version,
+                "deployment_timestamp": state.deployment_timestamp,
+                "job_type_version": state.job_type_version,
             }
-            if state.error is not None:
-                body["error"] = state.error
-            return json_response(200 if state.ready.is_set() else 503, body)
+            return json_response(200 if live and ready else 500, body)
         api = state.api
         text = state.metrics.render(api.metrics if api else None)
         return Response(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
@@ -158,7 +187,7 @@ class Router:
     def _asset(self, name: str) -> Response:
         path = swagger_assets_dir() / name
         if name not in SWAGGER_ASSETS or not path.is_file():
-            return error(404, f"no asset {name}", "NotFound")
+            return not_found(f"no asset {name}")
         content_type = ASSET_TYPES.get(path.suffix, "application/octet-stream")
         return Response(200, content_type=content_type, file=path,
                         headers=[("Cache-Control", "public, max-age=86400")])  # fmt: skip
@@ -169,48 +198,69 @@ class Router:
         path = request.path
         if endpoint in api.endpoints:
             if method != "POST":
-                return error(405, f"use POST for {path}", "MethodNotAllowed", [("Allow", "POST")])
+                return method_not_allowed(f"use POST for {path}", "POST")
             return self._call(api, path, request.body)
         if endpoint == WEBVIEW_PATH:
             if api.webview is None:
-                return error(404, "this job has no webview_app", "NotFound")
+                return not_found("this job has no webview_app")
             answer = api.webview(_web_request(request, path.removeprefix(WEBVIEW_PATH) or "/"))
             return _from_web_response(answer)
         if method != "GET":
-            return error(405, f"use GET for {path}", "MethodNotAllowed", [("Allow", "GET")])
+            return method_not_allowed(f"use GET for {path}", "GET")
+        if endpoint == PARAMETERS_PATH:
+            return self._parameters(api)
         if endpoint in api.static_files:
             static = api.static_files[endpoint]
             return Response(200, content_type=static.mimetype, file=static.path)
-        found = static_dir_file(api.static_dirs[endpoint], unquote(path.removeprefix(endpoint)))
+        if endpoint == WEBVIEW_STATIC_PATH and api.webview_static is not None:
+            root, fallback = api.webview_static, "application/octet-stream"  # as Starlette's
+        else:
+            root, fallback = api.static_dirs[endpoint], "text/plain"
+        found = static_dir_file(root, unquote(path.removeprefix(endpoint)))
         if found is None:
-            return error(404, f"no file {path}", "NotFound")
-        return Response(200, content_type=guess_mimetype(found), file=found)
+            return not_found(f"no file {path}")
+        return Response(200, content_type=guess_mimetype(found, fallback), file=found)
 
     def _call(self, api: JobApi, path: str, body: bytes) -> Response:
-        try:
-            kwargs = json.loads(body or b"{}")
-        except (ValueError, RecursionError) as exc:
-            return error(400, f"request body is not valid JSON: {exc}", "BadRequest")
-        if not isinstance(kwargs, dict):
-            kind = type(kwargs).__name__
-            return error(400, f"request body must be a JSON object of arguments, not {kind}",
-                         "BadRequest")  # fmt: skip
+        """Call an endpoint as Racetrack's runner does: an empty body is the endpoint's docs
+        example (or no arguments), a body that is not a JSON object is a 422 in FastAPI's
+        words, and a call that does not fit the signature is a 400 ValueError."""
+        if not body.strip():
+            kwargs: Any = dict(api.examples.get(path, {}))
+        else:
+            try:
+                kwargs = json.loads(body)
+            except ValueError as exc:
+                return invalid_body(exc)
+            except RecursionError:
+                return error(400, "request body nests too deep to decode", "BadRequest",
+                             detail="There was an error parsing the body")  # fmt: skip
+            if not isinstance(kwargs, dict):
+                return not_an_object(kwargs)
         function = api.endpoints[path]
-        name = path.rsplit("/", 1)[-1]
         problem = argument_problem(function, kwargs)
         if problem is not None:
-            return error(400, f"wrong arguments for {name}: {problem}", "TypeError")
+            return error(400, f"{CALL_FAILED}{problem}", "ValueError")
         try:
             with self.state.limit.slot():
                 return json_response(200, self._run(function, kwargs))
         except TooBusy as exc:
             return error(429, f"too many concurrent calls ({exc})", "TooManyRequests",
                          [("Retry-After", "1")])  # fmt: skip
+        except TypeError as exc:  # Racetrack reads any TypeError as a call that did not fit
+            log.error("%s failed:\n%s", path, traceback.format_exc())
+            return error(400, f"{CALL_FAILED}{exc}", "ValueError")
         except ValueError as exc:
-            return error(400, str(exc) or type(exc).__name__, type(exc).__name__)
+            return error(400, str(exc), type(exc).__name__)
         except Exception as exc:
-            log.error("%s failed:\n%s", name, traceback.format_exc())
-            return error(500, str(exc) or type(exc).__name__, type(exc).__name__)
+            log.error("%s failed:\n%s", path, traceback.format_exc())
+            return error(500, str(exc), type(exc).__name__)
+
+    def _parameters(self, api: JobApi) -> Response:
+        perform = getattr(api.entrypoint, "perform", None)
+        if perform is None:
+            return error(400, MISSING_PERFORM, "ValueError")
+        return json_response(200, perform_parameters(perform))
 
     def _run(self, function: Any, kwargs: dict[str, Any]) -> Any:
         result = function(**kwargs)

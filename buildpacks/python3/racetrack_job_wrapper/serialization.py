@@ -7,9 +7,12 @@ import datetime
 import decimal
 import enum
 import json
+import math
 import uuid
 from pathlib import PurePath
 from typing import Any
+
+MAX_DEPTH = 1000
 
 
 def _default(value: Any) -> Any:
@@ -33,4 +36,33 @@ def _default(value: Any) -> Any:
 
 
 def to_json(value: Any) -> bytes:
-    return json.dumps(value, default=_default).encode("utf-8")
+    """Compact UTF-8 JSON, as Racetrack's runner (FastAPI) writes it: NaN and infinities, which
+    JSON cannot hold, become null."""
+    try:
+        text = _dumps(value)
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise
+        text = _dumps(_finite(value))
+    return text.encode("utf-8")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":"))  # fmt: skip
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """`value` with non-finite floats as None (walked only when dumping met one)."""
+    if depth > MAX_DEPTH:
+        raise ValueError("the result nests too deep to be JSON")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_finite(v, depth + 1) for v in value]
+    converted = _default(value) if not isinstance(value, str | int | bool | type(None)) else value
+    if converted is value:
+        return value
+    return _finite(converted, depth + 1)

@@ -145,7 +145,8 @@ class JobRequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD" or declared is None:
             declared = str(size)
         self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
+        if response.content_type:  # a redirect has none
+            self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", declared)
         self.send_header(TRACING_HEADER, tracing_id)
         for name, value in response.headers:

@@ -39,6 +39,10 @@ class JobState:
         self.job_name = os.environ.get("JOB_NAME", "")
         self.job_version = os.environ.get("JOB_VERSION", "")
         self.git_version = os.environ.get("GIT_VERSION", "")
+        # set per deployment by the platform: tells a new instance from one being replaced
+        self.deployment_timestamp = os.environ.get("JOB_DEPLOYMENT_TIMESTAMP")
+        self.platform_version = os.environ.get("DEPLOYED_BY_RACETRACK_VERSION")
+        self.job_type_version = os.environ.get("JOB_TYPE_VERSION")
         # the router's key for this release's instances ("" when run outside the platform)
         self.upstream_key = os.environ.pop("RACETRACK_UPSTREAM_KEY", "")
         self.job_dir = Path(os.environ.get("JOB_DIR", "."))
