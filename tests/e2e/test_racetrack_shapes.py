@@ -103,7 +103,8 @@ def test_probes_carry_racetracks_fields_and_the_deployment_timestamp(platform):
     health = json.loads(body)
     assert status == 200 and health["status"] == "pass" and health["ready"] is True
     assert health["deployment_timestamp"] == live["deployment_timestamp"]
-    assert health["job_type_version"] == "python3:latest" and health["deployed_by_racetrack_version"]
+    assert health["job_type_version"] == "python3:latest"
+    assert health["deployed_by_racetrack_version"]
     assert health["job_name"] == "aux-static" and health["job_version"] == "0.0.1"
 
 
