@@ -39,6 +39,7 @@ from buildpacks.build import (
 )
 from buildpacks.manifest import Python3Extra
 from buildpacks.python3.common import WRAPPER_PACKAGE, check_source, copy_wrapper, wrapper_env
+from buildpacks.python3.companions import installed_in, missing_companions
 from buildpacks.source import copy_job_source
 
 COMPLETE_MARKER = ".racetrack-complete"
@@ -221,6 +222,11 @@ class DirectoryBuilder:
             ],
             "pip install",
         )
+        companions = missing_companions(installed_in(venv))
+        if companions:
+            request.progress(f"Installing {', '.join(companions)}, as Racetrack's runner has it")
+            step([*pip, "install", "--no-input", "--no-cache-dir", "--disable-pip-version-check",
+                  "--progress-bar", "off", *companions], "pip install")  # fmt: skip
         if extra.check_requirements:
             step([*pip, "check"], "pip check")
 

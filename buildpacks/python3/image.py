@@ -21,6 +21,7 @@ from buildpacks.docker_build import (
     label_instruction,
 )
 from buildpacks.python3.common import check_source, copy_wrapper, wrapper_env
+from buildpacks.python3.companions import CHECK_SCRIPT
 from buildpacks.source import copy_job_source
 
 DEFAULT_PYTHON_VERSION = "3.11"
@@ -78,6 +79,8 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
         lines += [
             "COPY racetrack/requirements.txt /opt/racetrack/requirements.txt",
             f"RUN {runner}pip install --no-cache-dir -r /opt/racetrack/requirements.txt",
+            # Racetrack's runner environment's companions (see companions.py), when needed
+            f"RUN python -c {shlex.quote(CHECK_SCRIPT)} | xargs -r pip install --no-cache-dir",
         ]
         if spec.check_requirements:
             lines.append("RUN pip check")

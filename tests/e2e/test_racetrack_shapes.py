@@ -27,6 +27,7 @@ SHAPES = {  # fixture folder: job name
     "aux-static": "aux-static",
     "webview-wsgi": "webview-wsgi",
     "webview-asgi": "webview-asgi",
+    "webview-fastapi-form": "webview-fastapi-form",
     "chain": "chain",
     "overlay": "overlay-dev",
     "heavy-requirements": "heavy-requirements",
@@ -138,6 +139,18 @@ def test_a_webview_only_asgi_job_redirects_renders_and_serves_static(platform):
     assert (status, headers["Content-Type"], css) == (
         200, "text/css; charset=utf-8", b"h1 { color: blue; }\n",
     )  # fmt: skip
+
+
+def test_a_fastapi_form_works_with_only_fastapi_listed_as_in_racetrack(platform):
+    posted = http_get(
+        platform.url("webview-fastapi-form", "/api/v1/webview/preview"), platform.token,
+        {"Content-Type": "application/x-www-form-urlencoded"}, method="POST",
+        data=b"raw_docs=%23+Title",
+    )  # fmt: skip
+    assert (posted[0], posted[2]) == (200, b"preview of # Title")
+    if platform.runtime == "local":  # docker's build steps are in builds:log
+        line = "Installing python-multipart>=0.0.9, as Racetrack's runner has it"
+        assert line in platform.pushed["webview-fastapi-form"]
 
 
 def test_a_chain_job_calls_another_once_granted(platform):

@@ -1,6 +1,8 @@
 """What the docker buildpacks generate, and how the runtime configures containers."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -9,6 +11,7 @@ from buildpacks.docker_build import DockerBuildSettings, image_tag
 from buildpacks.golang import module_path, render_wrapper
 from buildpacks.golang import render_dockerfile as golang_dockerfile
 from buildpacks.manifest import Resources, parse_manifest
+from buildpacks.python3.companions import CHECK_SCRIPT, missing_companions
 from buildpacks.python3.image import DockerfileSpec, render_dockerfile
 from controller.runtimes.base import ReleaseSpec
 from controller.runtimes.docker import DockerRuntime
@@ -215,3 +218,13 @@ def test_secret_endpoint_answers_its_path_once_and_an_idle_client_cannot_hold_it
         started = time.monotonic()
     assert time.monotonic() - started < 10, "shutting down did not wait for the idle client"
     idle.close()
+
+
+def test_racetracks_companions_are_added_only_for_what_needs_them():
+    assert missing_companions({"FastAPI", "starlette"}) == ["python-multipart>=0.0.9"]
+    assert missing_companions({"fastapi", "python_multipart"}) == []
+    assert missing_companions({"flask"}) == []
+    printed = subprocess.run(
+        [sys.executable, "-c", CHECK_SCRIPT], capture_output=True, text=True, check=True
+    ).stdout
+    assert printed.strip() == "", "the test environment has no fastapi: nothing to add"
