@@ -7,10 +7,17 @@ Errors name the field and the offending value, e.g.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 # Racetrack's job names: letters (either case), digits, '-', '_' and '.', starting with a letter
 # or digit, 1-63 characters; never `..`, never ending in `.git` (that is the repository's suffix)
@@ -36,6 +43,8 @@ MAX_MANIFEST_BYTES = 256 * 1024
 MAX_YAML_DEPTH = 32  # a real manifest nests 3 or 4 levels deep
 MAX_YAML_NODES = 10_000  # and holds a few hundred values
 MAX_REPLICAS = 50
+MAX_PUBLIC_ENDPOINTS = 64
+MAX_ENDPOINT_CHARS = 1024
 
 
 ExtraT = TypeVar("ExtraT", bound=BaseModel)
@@ -62,6 +71,36 @@ def _relative_path(value: str) -> str:
         or not value.strip()
     ):
         raise ValueError("is not a relative path inside the repository")
+    return value
+
+
+def endpoint_problem(path: str) -> str | None:
+    """Why `path` cannot be a public endpoint (None: it can). It is written as the job sees it,
+    decoded: the router matches the decoded request path against it on segment boundaries, and
+    refuses to match any path that could be read as another one (see router/paths.py)."""
+    if not path.startswith("/"):
+        return "is not a path starting with '/'"
+    if len(path) > MAX_ENDPOINT_CHARS:
+        return f"is longer than {MAX_ENDPOINT_CHARS} characters"
+    if not path.isprintable():
+        return "has a control character"
+    for mark, what in (("%", "a '%'"), ("\\", "a backslash"), ("?", "a '?'"), ("#", "a '#'")):
+        if mark in path:
+            return f"has {what}: write the path as the job sees it, decoded, without a query"
+    segments = path.split("/")[1:]
+    if segments[-1] == "" and len(segments) > 1:
+        segments.pop()  # one trailing slash
+    if "" in segments and path != "/":
+        return "has an empty segment ('//')"
+    if any(segment.partition(";")[0] in (".", "..") for segment in segments):
+        return "has a '.' or '..' segment"
+    return None
+
+
+def _public_endpoint(value: str) -> str:
+    problem = endpoint_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -266,7 +305,9 @@ class Manifest(_Strict):
     secret_build_env_file: str | None = None
     secret_runtime_env_file: str | None = None
     labels: dict[str, Any] = Field(default_factory=dict)
-    public_endpoints: list[str] = Field(default_factory=list)
+    public_endpoints: list[Annotated[str, AfterValidator(_public_endpoint)]] = Field(
+        default_factory=list, max_length=MAX_PUBLIC_ENDPOINTS
+    )
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     resources: Resources | None = None
     system_dependencies: list[str] = Field(default_factory=list)
@@ -326,14 +367,6 @@ class Manifest(_Strict):
             any(ord(c) < 32 for c in value) or value.startswith("/") or not value.strip()
         ):
             raise ValueError("is not a relative path inside the repository")
-        return value
-
-    @field_validator("public_endpoints")
-    @classmethod
-    def _endpoints(cls, value: list[str]) -> list[str]:
-        for endpoint in value:
-            if not endpoint.startswith("/") or "\0" in endpoint or ".." in endpoint.split("/"):
-                raise ValueError(f"{endpoint!r} is not a path starting with '/'")
         return value
 
     @field_validator("system_dependencies")

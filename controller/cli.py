@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let anyone call jobs without a token (local experiments only)",
     )
     serve.add_argument(
+        "--auto-approve-public-endpoints",
+        action="store_true",
+        help="a push approves the public_endpoints its job.yaml declares, without an admin's"
+        " endpoints:approve (single-user installations)",
+    )
+    serve.add_argument(
         "--ready-timeout",
         type=float,
         default=180.0,
@@ -401,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         secrets_key_file=args.secrets_key_file,
         name_claim_grace=args.name_claim_grace,
         auth=not args.no_auth,
+        auto_approve_public_endpoints=args.auto_approve_public_endpoints,
         ready_timeout=args.ready_timeout,
         keep_releases=args.keep_images,
         drain_grace=args.drain_grace,

@@ -62,6 +62,7 @@ class Settings:
     admin_keys: tuple[Path, ...] = ()
     public_url: str | None = None
     auth: bool = True
+    auto_approve_public_endpoints: bool = False  # a push approves what its manifest declares
     ready_timeout: float = 180.0
     keep_releases: int = 5
     drain_grace: float = 30.0
@@ -187,7 +188,7 @@ class Platform:
             "python3": python3,
             "docker-http": DockerHttpBuildpack(),
             "docker-proxy": DockerProxyBuildpack(),
-            "golang": GolangBuildpack(),
+            "golang": GolangBuildpack(data / "artifacts", data / "buildcache", data / "work"),
         }
         build = BuildStep(
             repos=repos,
@@ -214,6 +215,7 @@ class Platform:
                 drain_grace=settings.drain_grace,
                 lock_timeout=settings.deploy_wait,
                 reconcile_interval=settings.reconcile_interval,
+                auto_approve_public_endpoints=settings.auto_approve_public_endpoints,
             ),
         )
         await releases.restore()  # quick: job versions come back in the background
@@ -248,6 +250,7 @@ class Platform:
         )
         services.ssh_url = f"ssh://git@{shown_host}:{ssh_port}"
         releases.ssh_command = f"ssh -p {ssh_port} git@{shown_host}"
+        router.token_command = f"{releases.ssh_command} auth:token"
         runner = await _serve_http(
             make_api_app(services), settings.host, settings.api_port, "api", settings.header_timeout
         )
@@ -261,12 +264,17 @@ class Platform:
                 f"  push:      git remote add racetrack {services.ssh_url}/<job>"
                 " && git push racetrack main",
                 f"  commands:  ssh -p {ssh_port} git@{shown_host} help",
-                f"  token:     ssh -p {ssh_port} git@{shown_host} auth:token",
+                f"  token:     {router.token_command}",
                 f"  jobs:      {public_url}/pub/job/<job>/<version>/",
                 f"  api:       http://{shown_host}:{api_port}/api/v1/jobs",
                 f"  host key:  {fingerprint}",
                 f"  runtime:   {runtime.name}{_runtime_detail(settings.runtime)}",
-                f"  auth:      {'X-Racetrack-Auth token required' if settings.auth else 'off'}",
+                f"  auth:      {'X-Racetrack-Auth token required' if settings.auth else 'off'}"
+                + (
+                    " (public endpoints approved at push: --auto-approve-public-endpoints)"
+                    if settings.auth and settings.auto_approve_public_endpoints
+                    else ""
+                ),
             ]
         )
 

@@ -23,6 +23,7 @@ from buildpacks.source import JobSource
 from controller.build_step import BuildStep
 from controller.errors import DeployFailed, PartlyReconfigured
 from controller.job_locks import JobLocks, LockTimeout
+from controller.public_endpoints import on_push as endpoints_on_push
 from controller.push_notes import push_notes
 from controller.rollout import CommitPoint, Drain, Progress, Rollout, RolloutSettings
 from controller.runtimes.base import Runtime
@@ -45,6 +46,8 @@ class DeploySettings:
     drain_grace: float = 30.0  # how long calls already routed to a replaced release may take
     lock_timeout: float = 600.0  # how long a deploy waits for the one already running
     reconcile_interval: float = 30.0  # how often the runtime is converged with what serves
+    # a push approves the public endpoints its manifest declares (single-user installations)
+    auto_approve_public_endpoints: bool = False
 
 
 @dataclass
@@ -104,6 +107,7 @@ class Releases:
         supervisor: Supervisor,
         locks: JobLocks,
         keep_releases: int = 5,
+        auto_approve_public_endpoints: bool = False,
     ) -> None:
         self._store = store
         self._build = build
@@ -112,6 +116,7 @@ class Releases:
         self.serving: ServingTable = rollout.serving
         self.locks = locks
         self._keep_releases = keep_releases
+        self._auto_approve_endpoints = auto_approve_public_endpoints
         # how pushers reach the commands, for notes in push output; set once SSH listens
         self.ssh_command = "ssh -p PORT git@HOST"
         self.running: dict[str, Running] = {}
@@ -248,6 +253,16 @@ class Releases:
             build_log(f"Job {job} version {manifest.version}, jobtype {manifest.jobtype}")
             for note in push_notes(source, job, self.ssh_command):
                 build_log(note)
+            for line in endpoints_on_push(
+                self._store,
+                job,
+                manifest.version,
+                manifest.public_endpoints,
+                deployed_by=release.deployed_by,
+                auto_approve=self._auto_approve_endpoints,
+                ssh_command=self.ssh_command,
+            ):
+                build_log(line)
             release = self._store.set_secret_env(release, source.secret_runtime_env or {})
             artifact = await self._build.build(
                 release,
@@ -525,7 +540,12 @@ def make_releases(
     rollout = Rollout(
         store=store,
         runtime=runtime,
-        serving=ServingTable(publish, runtime.upstreams, upstream_key=upstream_key),
+        serving=ServingTable(
+            publish,
+            runtime.upstreams,
+            upstream_key=upstream_key,
+            approvals=store.approved_endpoints,
+        ),
         drain=drain,
         settings=RolloutSettings(
             public_url=settings.public_url,
@@ -552,4 +572,5 @@ def make_releases(
         supervisor=supervisor,
         locks=locks,
         keep_releases=settings.keep_releases,
+        auto_approve_public_endpoints=settings.auto_approve_public_endpoints,
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from buildpacks.build import Routing
 from buildpacks.manifest import Manifest
+from controller.public_endpoints import effective_paths
 from controller.runtimes.base import RunningRelease
 from controller.store import Release
 from router.routes import JobRoute, RouteSnapshot
@@ -39,7 +40,14 @@ class Serving:
         return "restarting" if up == 0 else f"degraded ({up}/{len(replicas)} up)"
 
 
-def route_of(serving: Serving, upstreams: list[str], upstream_key: str = "") -> JobRoute:
+def route_of(
+    serving: Serving,
+    upstreams: list[str],
+    upstream_key: str = "",
+    approved: frozenset[str] = frozenset(),
+) -> JobRoute:
+    """The route of a serving release; its public endpoints are those of its manifest that an
+    admin approved (`approved`: the approved paths of its job version)."""
     release, manifest = serving.release, serving.manifest
     routing = release.artifact.routing if release.artifact is not None else Routing()
     return JobRoute(
@@ -47,7 +55,7 @@ def route_of(serving: Serving, upstreams: list[str], upstream_key: str = "") -> 
         version=manifest.version,
         release=release.number,
         upstreams=tuple(upstreams),
-        public_endpoints=frozenset(manifest.public_endpoints),
+        public_endpoints=effective_paths(manifest.public_endpoints, approved),
         commit=release.commit_sha,
         strip_prefix=routing.strip_prefix,
         platform_probes=routing.platform_probes,
@@ -63,10 +71,12 @@ class ServingTable:
         publish: Callable[[RouteSnapshot], None],
         upstreams: Callable[[RunningRelease], list[str]],
         upstream_key: Callable[[Release], str] = lambda _release: "",
+        approvals: Callable[[], Mapping[Key, frozenset[str]]] = lambda: {},
     ) -> None:
         self._publish = publish
         self._upstreams = upstreams  # the runtime's: ready replicas only
         self._upstream_key = upstream_key
+        self._approvals = approvals  # approved public endpoints by job version, from the store
         self._entries: dict[Key, Serving] = {}
         self._generation = 0
 
@@ -94,10 +104,15 @@ class ServingTable:
         self.publish()
 
     def publish(self) -> None:
+        """A whole new snapshot: also what an approval or revocation of a public endpoint
+        calls, so that it applies from the next call on."""
         self._generation += 1
+        approvals = self._approvals()
         routes = []
         for serving in self._entries.values():
             upstreams = self._upstreams(serving.running)
             serving.published.update(upstreams)
-            routes.append(route_of(serving, upstreams, self._upstream_key(serving.release)))
+            key = self._upstream_key(serving.release)
+            approved = approvals.get(serving.key, frozenset())
+            routes.append(route_of(serving, upstreams, key, approved))
         self._publish(RouteSnapshot.build(routes, self._generation))

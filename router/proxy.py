@@ -25,7 +25,8 @@ from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import exposition as prometheus_exposition
 
-from router.auth import AUTH_HEADER, Authorizer, token_from_request
+from router.auth import AUTH_HEADER, AuthDenied, Authorizer, token_from_request
+from router.auth_page import unauthorized_page, wants_html
 from router.inflight import InFlight
 from router.routes import EMPTY_SNAPSHOT, UPSTREAM_KEY_HEADER, JobRoute, RouteSnapshot
 
@@ -156,6 +157,8 @@ class Router:
             sock_read=upstream_timeout if read_timeout is None else read_timeout,
         )
         self._session: aiohttp.ClientSession | None = None
+        # how a user gets a token, for the page a browser gets with a 401 (set once SSH listens)
+        self.token_command = "ssh -p PORT git@HOST auth:token"
         self._in_flight = InFlight()
         self.registry = CollectorRegistry()
         self._requests = Counter(
@@ -239,7 +242,7 @@ class Router:
                 )
                 if denied is not None:
                     self._requests.labels(job, route.version, str(denied.status)).inc()
-                    return _json_error(denied.status, denied.reason, request_id=tracing_id)
+                    return self._denied(request, route, denied, tracing_id)
             upstream_path = route.upstream_path(path)
             if upstream_path is None:
                 return _json_error(
@@ -250,6 +253,27 @@ class Router:
                     request_id=tracing_id,
                 )
             return await self._forward(request, route, upstream, upstream_path, tracing_id)
+
+    def _denied(
+        self, request: web.Request, route: JobRoute, denied: AuthDenied, tracing_id: str
+    ) -> web.Response:
+        """The refusal: JSON, or for a browser's 401 a page saying how to get in."""
+        if denied.status != 401 or not wants_html(request.headers.get("Accept", "")):
+            return _json_error(denied.status, denied.reason, request_id=tracing_id)
+        page = unauthorized_page(
+            job=route.job,
+            version=route.version,
+            reason=denied.reason,
+            request_id=tracing_id,
+            token_command=self.token_command,
+        )
+        return web.Response(
+            status=401,
+            text=page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store", "Vary": "Accept"},
+        )
 
     async def drain(self, upstreams: list[str], timeout: float) -> bool:
         """Wait until the calls already routed to `upstreams` are done (no new ones are routed

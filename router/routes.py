@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from router.paths import is_under, normalize_path
 from router.versions import select_version
 
 ALWAYS_PUBLIC = frozenset({"/live", "/ready", "/health"})
@@ -26,6 +27,7 @@ class JobRoute:
     version: str
     release: int
     upstreams: tuple[str, ...]  # base URLs such as http://127.0.0.1:40123
+    # path prefixes a call without a token may reach (the approved ones the manifest declares)
     public_endpoints: frozenset[str] = frozenset()
     commit: str = ""
     # docker-proxy jobs: `/api/v1/<path>` goes upstream as `/<path>`, probes are answered here
@@ -35,6 +37,13 @@ class JobRoute:
     # only calls that carry it, so that a job cannot call another one around the router
     upstream_key: str = field(default="", repr=False)
     _next: itertools.count = field(default_factory=itertools.count, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Public endpoints are kept normalised like request paths (one that cannot be
+        normalised opens nothing)."""
+        normalized = (normalize_path(endpoint) for endpoint in self.public_endpoints)
+        prefixes = frozenset(prefix for prefix in normalized if prefix is not None)
+        object.__setattr__(self, "public_endpoints", prefixes)
 
     def pick_upstream(self) -> str:
         """Round-robin over the instances (itertools.count is atomic under the GIL)."""
@@ -64,12 +73,19 @@ class JobRoute:
                 "status": "pass",
             },
         }
-        return answers.get(path.rstrip("/") or "/")
+        normalized = normalize_path(path)
+        return None if normalized is None else answers.get(normalized)
 
     def is_public(self, path: str) -> bool:
-        """Exact match: a public `/api/v1/perform` does not open `/api/v1/perform2`."""
-        normalized = path.rstrip("/") or "/"
-        return normalized in ALWAYS_PUBLIC or normalized in self.public_endpoints
+        """The probes exactly; each public endpoint as a prefix on segment boundaries (a public
+        `/api/v1/webview` opens `/api/v1/webview/postme`, not `/api/v1/webviewer`), after
+        normalising `path`; a path that could be read as another (`..`, `%2f`, ...) never is."""
+        normalized = normalize_path(path)
+        if normalized is None:
+            return False
+        if normalized in ALWAYS_PUBLIC:
+            return True
+        return any(is_under(normalized, prefix) for prefix in self.public_endpoints)
 
 
 @dataclass(frozen=True)

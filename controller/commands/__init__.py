@@ -3,7 +3,7 @@
 Importing the package registers every command.
 """
 
-from controller.commands import access, config, jobs, people, releases
+from controller.commands import access, config, endpoints, jobs, people, releases
 from controller.commands.registry import COMMANDS, CommandFailed, run_api_command, run_command
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "CommandFailed",
     "access",
     "config",
+    "endpoints",
     "jobs",
     "people",
     "releases",

@@ -12,6 +12,7 @@ from buildpacks.manifest import (
     JOB_NAME_RULE,
     MAX_REPLICAS,
     SEMVER_RE,
+    endpoint_problem,
     reserved_env,
 )
 
@@ -93,4 +94,12 @@ def env_pair(text: str) -> tuple[str, str]:
 def endpoint(text: str) -> str:
     if not text.startswith("/") or not text.isprintable() or ".." in text.split("/"):
         raise argparse.ArgumentTypeError(f"{_printable(text)!r} is not a path starting with '/'")
+    return text
+
+
+def public_endpoint(text: str) -> str:
+    """A path as `public_endpoints` in job.yaml holds it (decoded, no query, no `..`)."""
+    problem = endpoint_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{_printable(text)[:200]!r} {problem}")
     return text

@@ -6,10 +6,12 @@ synchronous and short; they run on the event loop thread, which serialises them.
 """
 
 from controller.store.access import AccessStore
+from controller.store.endpoints import EndpointStore
 from controller.store.people import PeopleStore
 from controller.store.records import (
     AuditEvent,
     Cause,
+    EndpointApproval,
     Esc,
     Family,
     Grant,
@@ -22,13 +24,14 @@ from controller.store.records import (
 from controller.store.releases import ReleaseStore
 
 
-class Store(PeopleStore, ReleaseStore, AccessStore):
+class Store(PeopleStore, ReleaseStore, AccessStore, EndpointStore):
     """Every record of the platform, on one connection."""
 
 
 __all__ = [
     "AuditEvent",
     "Cause",
+    "EndpointApproval",
     "Esc",
     "Family",
     "Grant",

@@ -54,8 +54,9 @@ class AccessStore(StoreBase):
         self._db.execute("UPDATE families SET claimed_until = NULL WHERE name = ?", (name,))
 
     def _forget_job(self, name: str) -> None:
-        """What an expired claim left: its failed releases, config and the family row."""
-        for table in ("releases", "job_config", "job_build_config"):
+        """What an expired claim left: its failed releases, config, endpoint approvals and the
+        family row."""
+        for table in ("releases", "job_config", "job_build_config", "public_endpoint_approvals"):
             self._db.execute(f"DELETE FROM {table} WHERE job = ?", (name,))
         self._db.execute("DELETE FROM families WHERE name = ?", (name,))
 

@@ -133,6 +133,17 @@ class AuditEvent:
     detail: str
 
 
+@dataclass(frozen=True)
+class EndpointApproval:
+    """An admin's yes to one public endpoint of one job version (`path` normalised)."""
+
+    job: str
+    version: str
+    path: str
+    approved_by: str
+    approved_at: str
+
+
 def user_of(row: sqlite3.Row) -> User:
     return User(
         row["id"], row["name"], bool(row["is_admin"]), row["token_generation"], row["created_at"]

@@ -131,4 +131,16 @@ MIGRATIONS: list[str] = [
         SELECT MAX(s.slot) FROM family_slots s WHERE s.family = families.name
     );
     """,
+    # public endpoints take effect once an admin approves them (endpoints:approve), per job
+    # version and path (the path normalised as the router matches it); a revocation deletes
+    """
+    CREATE TABLE public_endpoint_approvals (
+        job TEXT NOT NULL,
+        version TEXT NOT NULL,
+        path TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        approved_at TEXT NOT NULL,
+        PRIMARY KEY (job, version, path)
+    );
+    """,
 ]

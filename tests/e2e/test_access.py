@@ -1,4 +1,5 @@
-"""Who gets in: SSH keys, API tokens, public endpoints, and names refused before the disk."""
+"""Who gets in: SSH keys, API tokens, public endpoints (more in test_public_endpoints.py), and
+names refused before the disk."""
 
 import subprocess
 
@@ -38,10 +39,15 @@ def test_probes_need_no_token(server, deployed):
         assert status == 200, path
 
 
-def test_public_endpoints_need_no_token_and_match_exactly(server, workdir, job_name):
+def test_public_endpoints_need_no_token_once_approved_and_match_on_segments(
+    server, workdir, job_name
+):
     files = python_job(job_name, extra_manifest="public_endpoints:\n  - /api/v1/perform\n")
     repo = JobRepo.create(workdir / "job", job_name, files)
     assert server.push(repo).returncode == 0
+    assert server.call(job_name, "latest", payload={"numbers": [5]})[0] == 401  # pending
+    approved = server.ssh("endpoints:approve", job_name, "1.0.0", "/api/v1/perform")
+    assert approved.returncode == 0, approved.stderr
     assert server.call(job_name, "latest", payload={"numbers": [5]}) == (200, 5)
     assert server.call(job_name, "latest", "/api/v1/perform2", payload={})[0] == 401
 

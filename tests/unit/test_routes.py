@@ -67,12 +67,14 @@ def test_round_robin_over_instances():
     assert [r.pick_upstream() for _ in range(4)] == ["http://a", "http://b", "http://a", "http://b"]
 
 
-def test_public_endpoints_match_exactly():
+def test_public_endpoints_match_as_prefixes_on_segment_boundaries():
     r = route("adder", "1.0.0", "http://a", public=["/api/v1/perform"])
     assert r.is_public("/api/v1/perform")
     assert r.is_public("/api/v1/perform/")
-    assert not r.is_public("/api/v1/perform2")
+    assert r.is_public("/api/v1/perform/more")  # a prefix, as in Racetrack
+    assert not r.is_public("/api/v1/perform2")  # but only on a segment boundary
     assert not r.is_public("/api/v1")
+    assert not r.is_public("/api/v1/perform/../secret")
     assert r.is_public("/health") and r.is_public("/live") and r.is_public("/ready")
 
 

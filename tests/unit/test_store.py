@@ -193,3 +193,39 @@ def test_values_stored_before_sealing_are_sealed_on_start(tmp_path):
     assert stored.startswith("rtenc1:") and config.startswith("rtenc1:")
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("racetrack"))
     assert b"plain-old" not in raw, "the old text is not left in free pages or the log"
+
+
+def test_endpoint_approvals_are_kept_per_job_version_and_path_across_reopening(tmp_path):
+    path = tmp_path / "racetrack.db"
+    store = Store(path, secrets=SECRETS)
+    try:
+        first = store.approve_endpoint("adder", "1.0.0", "/api/v1/webview", "admin")
+        again = store.approve_endpoint("adder", "1.0.0", "/api/v1/webview", "someone-else")
+        assert again == first  # the first approval stands
+        store.approve_endpoint("adder", "2.0.0", "/api/v1/perform", "admin")
+    finally:
+        store.close()
+    store = Store(path, secrets=SECRETS)
+    try:
+        assert store.approved_endpoints() == {
+            ("adder", "1.0.0"): frozenset({"/api/v1/webview"}),
+            ("adder", "2.0.0"): frozenset({"/api/v1/perform"}),
+        }
+        assert [a.version for a in store.endpoint_approvals("adder")] == ["1.0.0", "2.0.0"]
+        assert store.endpoint_approvals("adder", "2.0.0")[0].approved_by == "admin"
+        assert store.revoke_endpoint("adder", "1.0.0", "/api/v1/webview")
+        assert not store.revoke_endpoint("adder", "1.0.0", "/api/v1/webview")
+        assert store.endpoint_approval("adder", "1.0.0", "/api/v1/webview") is None
+    finally:
+        store.close()
+
+
+def test_a_name_claimed_again_gets_none_of_the_earlier_endpoint_approvals(tmp_path):
+    store = Store(tmp_path / "racetrack.db", secrets=SECRETS)
+    try:
+        store.claim_family("taken", "alice", until="2000-01-01T00:00:00+00:00")  # expired
+        store.approve_endpoint("taken", "1.0.0", "/api/v1/perform", "admin")
+        store.claim_family("taken", "bob", until="2999-01-01T00:00:00+00:00")
+        assert store.endpoint_approvals("taken") == []
+    finally:
+        store.close()
